@@ -1,0 +1,59 @@
+"""Environment registry: names -> (config dataclass, factory). Backends import their heavy libraries
+(jax, mpe2, smac) only when an env is made, so listing and validating envs stays instant."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, VecEnv
+from envs.config import ConfigError, build, to_dict
+
+__all__ = [
+    "ENVS", "EnvInfo", "StepResult", "TeamObs", "TeamSpec", "VecEnv", "ConfigError",
+    "register_env", "env_config", "make_env",
+]
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    name: str
+    module: str  # module defining `Config` (a dataclass) and `make(config, n_envs) -> VecEnv`
+    description: str
+
+    def load(self):
+        return importlib.import_module(self.module)
+
+
+ENVS: dict[str, EnvEntry] = {}
+
+
+def register_env(name: str, module: str, description: str) -> None:
+    ENVS[name] = EnvEntry(name, module, description)
+
+
+register_env("mpe_spread", "envs.mpe_spread",
+             "MPE simple spread (PettingZoo mpe2): N agents cover N landmarks; optional sight range")
+
+
+def _entry(name: Any) -> EnvEntry:
+    if name not in ENVS:
+        raise ConfigError(f"unknown env {name!r}; valid envs are: {', '.join(sorted(ENVS))}")
+    return ENVS[name]
+
+
+def env_config(cfg: Mapping[str, Any]) -> Any:
+    """Validate an env config dict ({"name": ..., **args}) into the env's typed Config."""
+    cfg = dict(cfg)
+    entry = _entry(cfg.pop("name", None))
+    return build(entry.load().Config, cfg, where="env")
+
+
+def env_defaults(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The full env config dict: the user's keys over the env's defaults (validated)."""
+    return {"name": cfg.get("name"), **to_dict(env_config(cfg))}
+
+
+def make_env(cfg: Mapping[str, Any], n_envs: int) -> VecEnv:
+    entry = _entry(cfg.get("name"))
+    return entry.load().make(env_config(cfg), n_envs)
