@@ -46,3 +46,9 @@ def spread_state(agent_pos: np.ndarray, agent_vel: np.ndarray, landmark_pos: np.
     return np.concatenate(
         [agent_pos.reshape(b, -1), agent_vel.reshape(b, -1), landmark_pos.reshape(b, -1)], axis=-1
     ).astype(np.float32)
+
+
+def mpe2_rng(seed: int) -> np.random.Generator:
+    """The generator mpe2 resets a world with: ``gymnasium.utils.seeding.np_random(seed)``, spelled out
+    so that batched backends reproduce mpe2's initial states without importing gymnasium."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed)))

@@ -1,4 +1,8 @@
-"""MPE simple spread through PettingZoo's parallel API (package mpe2; pettingzoo.mpe is gone).
+"""MPE simple spread, two backends with identical observations, states, rewards and initial states.
+
+- ``backend="mpe2"``: PettingZoo's parallel API (package mpe2; pettingzoo.mpe is gone), one env at a time.
+- ``backend="batched"``: mpe2's dynamics re-implemented with numpy over all B envs at once
+  (``envs.mpe_physics``); it reproduces mpe2 bit for bit (``tests/test_mpe_batched.py``) and is >10x faster.
 
 N agents cover N landmarks. The team reward is the mean of mpe2's per-agent rewards, i.e.
 (1 - local_ratio) * (-sum of landmark-to-nearest-agent distances) + local_ratio * mean collision penalty.
@@ -16,9 +20,12 @@ import torch
 
 from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, VecEnv
 from envs.config import require
-from envs.mpe_common import apply_spread_sight, spread_state, spread_visibility
+from envs import mpe_physics as physics
+from envs.mpe_common import apply_spread_sight, mpe2_rng, others_index, spread_state, spread_visibility
 
 N_ACTIONS = 5  # no-op, left, right, down, up
+AGENT_SIZE = 0.15  # mpe2's simple_spread agents (landmarks neither move nor collide)
+COLLISION_PENALTY = 1.0
 
 
 @dataclass(frozen=True)
@@ -27,7 +34,7 @@ class Config:
     episode_limit: int = 25  # mpe2's default; the paper's named configs use 150
     sight_range: Optional[float] = None  # None: fully observable
     local_ratio: float = 0.5
-    backend: Literal["mpe2"] = "mpe2"
+    backend: Literal["mpe2", "batched"] = "mpe2"  # batched: same env, numpy over all envs
 
     def check(self) -> None:
         require(2 <= self.n_agents <= 10, f"env.n_agents={self.n_agents} is not valid; use 2 to 10 (paper: 3, 4, 5)")
@@ -114,5 +121,77 @@ class PettingZooSpread(VecEnv):
                           terminated=torch.from_numpy(terminated), truncated=torch.from_numpy(truncated))
 
 
+class BatchedSpread(VecEnv):
+    """All B envs as numpy arrays, stepped together with mpe2's physics (``envs.mpe_physics``).
+
+    Every quantity is computed in float64 in mpe2's order of operations, so observations, states and
+    rewards equal the mpe2 backend's exactly for the same seeds and actions.
+    """
+
+    def __init__(self, cfg: Config, n_envs: int):
+        n = cfg.n_agents
+        self.cfg = cfg
+        self.info = env_info(cfg, n_envs, BATCHED_BACKEND)
+        # Landmarks neither move nor collide in simple spread, so only the agents are simulated.
+        self.bodies = physics.Bodies.make(agent_size=np.full(n, AGENT_SIZE))
+        self._others = others_index(n)
+        self._not_self = ~np.eye(n, dtype=bool)
+        self._avail = torch.ones(n_envs, n, N_ACTIONS, dtype=torch.bool)
+        self._comm = np.zeros((n_envs, n, 2 * (n - 1)))  # silent agents: mpe2's comm slots stay zero
+        self.pos = np.zeros((n_envs, n, 2))
+        self.vel = np.zeros((n_envs, n, 2))
+        self.landmarks = np.zeros((n_envs, n, 2))
+        self.t = 0
+
+    def _team_obs(self) -> dict[str, TeamObs]:
+        b, n = self.pos.shape[:2]
+        rel_landmarks = self.landmarks[:, None, :, :] - self.pos[:, :, None, :]
+        rel_others = (self.pos[:, None, :, :] - self.pos[:, :, None, :])[:, np.arange(n)[:, None], self._others]
+        obs = np.concatenate([self.vel, self.pos, rel_landmarks.reshape(b, n, -1), rel_others.reshape(b, n, -1),
+                              self._comm], axis=-1).astype(np.float32)
+        if self.cfg.sight_range is not None:
+            obs = apply_spread_sight(obs, *spread_visibility(self.pos, self.landmarks, self.cfg.sight_range))
+        return {"team": TeamObs(obs=torch.from_numpy(obs),
+                                state=torch.from_numpy(spread_state(self.pos, self.vel, self.landmarks)),
+                                avail=self._avail.clone())}
+
+    def reset(self, seeds: list[int]) -> dict[str, TeamObs]:
+        require(len(seeds) == self.n_envs, f"reset needs {self.n_envs} seeds, got {len(seeds)}")
+        n = self.cfg.n_agents
+        for b, seed in enumerate(seeds):
+            # mpe2's reset_world: each agent's position, then each landmark's, uniform in [-1, 1]^2.
+            draws = mpe2_rng(int(seed)).uniform(-1, +1, (2 * n, 2))
+            self.pos[b], self.landmarks[b] = draws[:n], draws[n:]
+        self.vel[:] = 0.0
+        self.t = 0
+        return self._team_obs()
+
+    def _reward(self) -> np.ndarray:
+        # mpe2: global = 0 - d_0 - d_1 - ... over landmarks (d_l: distance to the nearest agent), i.e. minus
+        # a left-to-right sum; local = -1 per other agent in collision; each agent's reward mixes the two.
+        nearest = physics.distances(self.pos, self.landmarks).min(axis=1)
+        global_reward = -np.cumsum(nearest, axis=1)[:, -1]
+        touching = (physics.distances(self.pos, self.pos) < 2 * AGENT_SIZE) & self._not_self
+        local_reward = -COLLISION_PENALTY * touching.sum(axis=2)
+        ratio = self.cfg.local_ratio
+        per_agent = global_reward[:, None] * (1 - ratio) + local_reward * ratio
+        return per_agent.mean(axis=1).astype(np.float32)
+
+    def step(self, actions: Mapping[str, torch.Tensor]) -> StepResult:
+        acts = actions["team"].cpu().numpy()
+        self.pos, self.vel = physics.step(self.pos, self.vel, acts, self.bodies)
+        self.t += 1
+        reward = self._reward()
+        truncated = np.full(self.n_envs, self.t >= self.cfg.episode_limit)
+        return StepResult(obs=self._team_obs(), reward={"team": torch.from_numpy(reward)},
+                          terminated=torch.zeros(self.n_envs, dtype=torch.bool),
+                          truncated=torch.from_numpy(truncated))
+
+
+BATCHED_BACKEND = "batched numpy (mpe2 1.1.1 dynamics)"
+
+
 def make(cfg: Config, n_envs: int) -> VecEnv:
+    if cfg.backend == "batched":
+        return BatchedSpread(cfg, n_envs)
     return PettingZooSpread(cfg, n_envs)
