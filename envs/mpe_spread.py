@@ -62,8 +62,6 @@ class PettingZooSpread(VecEnv):
     """B mpe2 parallel envs stepped one after another in Python (mpe2 has no batched mode)."""
 
     def __init__(self, cfg: Config, n_envs: int):
-        from importlib.metadata import version
-
         from mpe2 import simple_spread_v3
 
         self.cfg = cfg
@@ -73,7 +71,7 @@ class PettingZooSpread(VecEnv):
             for _ in range(n_envs)
         ]
         self.agents = [f"agent_{i}" for i in range(cfg.n_agents)]
-        self.info = env_info(cfg, n_envs, f"mpe2 {version('mpe2')}")
+        self.info = env_info(cfg, n_envs, backend_name(cfg))
         self._avail = torch.ones(n_envs, cfg.n_agents, N_ACTIONS, dtype=torch.bool)
         self._last_obs = np.zeros((n_envs, cfg.n_agents, 6 * cfg.n_agents), dtype=np.float32)
 
@@ -90,7 +88,7 @@ class PettingZooSpread(VecEnv):
         if self.cfg.sight_range is not None:
             obs = apply_spread_sight(obs, *spread_visibility(agent_pos, landmark_pos, self.cfg.sight_range))
         return {"team": TeamObs(
-            obs=torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32)),
+            obs=torch.from_numpy(np.array(obs, dtype=np.float32)),  # a copy: _last_obs is reused next step
             state=torch.from_numpy(spread_state(agent_pos, agent_vel, landmark_pos)),
             avail=self._avail.clone(),
         )}
@@ -189,6 +187,12 @@ class BatchedSpread(VecEnv):
 
 
 BATCHED_BACKEND = "batched numpy (mpe2 1.1.1 dynamics)"
+
+
+def backend_name(cfg: Config) -> str:
+    from envs import package_version
+
+    return package_version("mpe2")
 
 
 def make(cfg: Config, n_envs: int) -> VecEnv:
