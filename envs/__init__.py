@@ -33,7 +33,11 @@ def register_env(name: str, module: str, description: str) -> None:
 
 
 register_env("mpe_spread", "envs.mpe_spread",
-             "MPE simple spread (PettingZoo mpe2): N agents cover N landmarks; optional sight range")
+             "MPE simple spread (mpe2, or backend=batched: the same env in numpy): N agents cover N landmarks; "
+             "optional sight range")
+register_env("predator_prey", "envs.predator_prey",
+             "MPE predator-prey of the paper (batched numpy, mpe2 physics): predator vs prey teams, walls, "
+             "2 obstacles, captures")
 
 
 def _entry(name: Any) -> EnvEntry:
