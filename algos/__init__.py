@@ -1,0 +1,33 @@
+"""Learner registry: algorithm name -> (module, class). Modules load on first use."""
+from __future__ import annotations
+
+import importlib
+from typing import Any, Mapping
+
+from envs.config import ConfigError, build, to_dict
+
+REGISTRY: dict[str, str] = {
+    "asae": "algos.asae:ASAE",
+    "coma": "algos.coma:COMA",
+}
+RANDOM = "random"  # not a learner: a fixed uniform policy over available actions (e.g. random prey)
+
+
+def register(name: str, target: str) -> None:
+    REGISTRY[name] = target
+
+
+def learner_class(name: Any):
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown algo {name!r}; valid algos are: {', '.join(sorted(REGISTRY))}")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def learner_config(name: str, overrides: Mapping[str, Any] | None, where: str = "learner") -> Any:
+    return build(learner_class(name).Config, overrides, where=where)
+
+
+def learner_defaults(name: str, overrides: Mapping[str, Any] | None, where: str = "learner") -> dict[str, Any]:
+    """The algo's full hyper-parameter dict: user overrides over its defaults (validated)."""
+    return to_dict(learner_config(name, overrides, where))

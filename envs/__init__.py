@@ -58,6 +58,27 @@ def env_defaults(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {"name": cfg.get("name"), **to_dict(env_config(cfg))}
 
 
+def describe(cfg: Mapping[str, Any], n_envs: int) -> dict[str, Any]:
+    """What a run's env steps mean, recorded in config.json so runs from different machines compare."""
+    entry = _entry(cfg.get("name"))
+    module = entry.load()
+    backend = module.backend_name(env_config(cfg)) if hasattr(module, "backend_name") else "unknown"
+    return {
+        "step_unit": "env_step: one step of one environment with every agent acting (t_env counts these)",
+        "n_envs": n_envs,
+        "backend": backend,
+    }
+
+
+def package_version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{package} {version(package)}"
+    except PackageNotFoundError:
+        return f"{package} (not installed)"
+
+
 def make_env(cfg: Mapping[str, Any], n_envs: int) -> VecEnv:
     entry = _entry(cfg.get("name"))
     return entry.load().make(env_config(cfg), n_envs)

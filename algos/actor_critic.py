@@ -1,0 +1,134 @@
+"""The actor-critic core COMA and ASAE share: a shared GRU actor, COMA's centralised critic with a
+target copy and TD(lambda) targets, and the counterfactual / marginal advantage (paper eqs. 1, 9, 10).
+
+Per update: (1) fit the critic on the executed joint actions, (2) compute advantages once with the
+updated critic and the policy that collected the data, (3) the subclass updates the actor.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from algos.base import Common, Learner, PolicyController, clip_grad, masked_mean
+from algos.batch import EpisodeBatch
+from algos.critic import CentralQCritic, td_lambda_targets
+from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, masked_log_softmax, sample_available
+from envs.base import TeamSpec
+from envs.config import require
+
+
+@dataclass(frozen=True)
+class ActorCriticConfig:
+    rnn_hidden_dim: int = 64
+    critic_hidden_dim: int = 128
+    td_lambda: float = 0.8
+    critic_epochs: int = 1  # full-batch critic steps per update
+    target_update_interval: int = 200  # episodes between hard target-critic updates (PyMARL)
+    grad_norm_clip: float = 10.0
+    entropy_coef: float = 0.01
+    obs_last_action: bool = True
+
+    def check(self) -> None:
+        require(0.0 <= self.td_lambda <= 1.0, f"learner.td_lambda={self.td_lambda} must be in [0, 1]")
+        for name in ("rnn_hidden_dim", "critic_hidden_dim", "critic_epochs", "target_update_interval"):
+            require(getattr(self, name) >= 1, f"learner.{name}={getattr(self, name)} must be at least 1")
+        require(self.grad_norm_clip > 0, f"learner.grad_norm_clip={self.grad_norm_clip} must be positive")
+        require(self.entropy_coef >= 0, f"learner.entropy_coef={self.entropy_coef} must be >= 0")
+
+
+class CounterfactualActorCritic(Learner):
+    def __init__(self, spec: TeamSpec, cfg: Any, common: Common):
+        super().__init__(spec, cfg, common)
+        in_dim = agent_input_dim(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.obs_last_action)
+        self.actor = RNNAgent(in_dim, cfg.rnn_hidden_dim, spec.n_actions).to(self.device)
+        self.critic = CentralQCritic(spec, cfg.critic_hidden_dim).to(self.device)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=common.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=common.critic_lr)
+        self.controller = PolicyController(self.actor, spec, self.device, cfg.obs_last_action)
+        self.episodes_since_target_update = 0
+
+    # --- pieces -----------------------------------------------------------------------------------
+    def policy_log_probs(self, batch: EpisodeBatch) -> torch.Tensor:
+        """log pi^a(.|tau^a_t) for every slot: [B, T+1, n, |U|], masked by availability."""
+        return masked_log_softmax(self.actor(batch_agent_inputs(batch, self.cfg.obs_last_action)), batch.avail)
+
+    def train_critic(self, batch: EpisodeBatch) -> dict[str, float]:
+        with torch.no_grad():
+            _, target_taken = self.target_critic.q_taken(self.target_critic.base_features(batch), batch.actions)
+            targets = td_lambda_targets(batch, target_taken, self.common.gamma, self.cfg.td_lambda)
+        mask = batch.filled.unsqueeze(-1)
+        for _ in range(self.cfg.critic_epochs):
+            _, taken = self.critic.q_taken(self.critic.base_features(batch), batch.actions)
+            loss = masked_mean((taken[:, :-1] - targets) ** 2, mask)
+            self.critic_opt.zero_grad()
+            loss.backward()
+            grad_norm = clip_grad(self.critic.parameters(), self.cfg.grad_norm_clip)
+            self.critic_opt.step()
+        self.episodes_since_target_update += batch.batch_size
+        if self.episodes_since_target_update >= self.cfg.target_update_interval:
+            self.target_critic.load_state_dict(self.critic.state_dict())
+            self.episodes_since_target_update = 0
+        return {"critic_loss": loss.item(), "critic_grad_norm": grad_norm,
+                "target_mean": float(masked_mean(targets, mask))}
+
+    @torch.no_grad()
+    def marginal_advantage(self, batch: EpisodeBatch, pi: torch.Tensor, m: int,
+                           kind: Literal["coma", "td"] = "coma") -> torch.Tensor:
+        """A^a_mar(t) = (1/m) sum_k A^a_ctf(s_t, u^a_t, u^{-a}_{t,k})  ->  [B, T, n].
+
+        Sample k = 0 is the executed joint action; samples 1..m-1 are drawn from ``pi`` (the policies
+        that collected the data), per agent, over available actions only. All m samples go through
+        the critic in one forward. ``kind="coma"`` is eq. 1 per sample (Q of the own executed action
+        minus the own-policy baseline); ``kind="td"`` is eq. 9 (r + gamma V(s', u'^{-a}_k) - V(s, u^{-a}_k)
+        with V = sum_u pi^a(u) Q). With m = 1 and "coma" this is exactly COMA's advantage.
+        """
+        b, t1, n, n_act = pi.shape
+        executed = batch.actions.unsqueeze(2)  # [B, T+1, 1, n]
+        if m > 1:
+            shape = (b, t1, m - 1, n, n_act)
+            others = sample_available(pi.unsqueeze(2).expand(shape), batch.avail.unsqueeze(2).expand(shape))
+            joint = torch.cat([executed, others], dim=2)
+        else:
+            joint = executed
+        q = self.critic(self.critic.base_features(batch), joint)  # [B, T+1, m, n, |U|]
+        baseline = (q * pi.unsqueeze(2)).sum(-1)  # V(s, u^{-a}_k) under a's own policy: [B, T+1, m, n]
+        if kind == "coma":
+            own = q.gather(-1, executed.expand(b, t1, q.shape[2], n).unsqueeze(-1)).squeeze(-1)
+            per_sample = (own - baseline)[:, :-1]
+        else:
+            reward = batch.reward[:, :, None, None]
+            not_term = (1.0 - batch.terminated)[:, :, None, None]
+            per_sample = reward + self.common.gamma * not_term * baseline[:, 1:] - baseline[:, :-1]
+        return per_sample.mean(dim=2) * batch.filled.unsqueeze(-1)
+
+    def step_actor(self, loss: torch.Tensor) -> float:
+        self.actor_opt.zero_grad()
+        loss.backward()
+        grad_norm = clip_grad(self.actor.parameters(), self.cfg.grad_norm_clip)
+        self.actor_opt.step()
+        return grad_norm
+
+    @staticmethod
+    def entropy(logp: torch.Tensor) -> torch.Tensor:
+        return -(logp.exp() * logp).sum(-1)
+
+    # --- checkpointing ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+            "target_critic": self.target_critic.state_dict(), "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "episodes_since_target_update": self.episodes_since_target_update,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.target_critic.load_state_dict(state["target_critic"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.episodes_since_target_update = state["episodes_since_target_update"]

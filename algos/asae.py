@@ -1,0 +1,96 @@
+"""ASAE: multi-agent policy optimization with approximatively synchronous advantage estimation
+(Wan et al., arXiv 2012.03488).
+
+Per update, with the critic fitted as in COMA:
+1. Marginal advantage (eq. 10): m joint-action samples per step (sample 1 = the executed joint action,
+   the rest drawn from the current policies, masked), A^a_mar = mean over samples of the counterfactual
+   advantage (eq. 1, or eq. 9 with ``advantage="td"``), all samples in one batched critic forward.
+2. Per-agent PPO (eq. 18): maximise E[min(r A, clip(r, 1-eps, 1+eps) A)] with r = pi^a_new / pi^a_old,
+   over a few epochs; the advantages are computed once, before the epochs. The clip stands in for the
+   KL restrictions (eqs. 12-17) that make the approximation pi^{-a}_{i+1} ~ pi^{-a}_i reliable.
+Paper settings: m = 10, clip 0.1. With m = 1, no clipping and one epoch the actor gradient is COMA's.
+
+Diagnostics logged per update (beyond the paper): mean and max per-agent KL(pi_i || pi_{i+1}), the
+clip fraction, and the asynchrony gap mean |A_mar(pi_{i+1}) - A_mar(pi_i)|: how much the advantages the
+update used would change had they been estimated with the partners' updated policies.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+
+from algos.actor_critic import ActorCriticConfig, CounterfactualActorCritic
+from algos.base import masked_mean
+from algos.batch import EpisodeBatch
+from algos.ppo import clipped_surrogate_loss, episode_minibatches
+from envs.config import require
+
+
+@dataclass(frozen=True)
+class ASAEConfig(ActorCriticConfig):
+    m: int = 10  # joint-action samples per step for the marginal advantage
+    clip: Optional[float] = 0.1  # PPO clip range epsilon; null disables clipping
+    ppo_epochs: int = 4
+    minibatches: int = 1  # episode minibatches per epoch
+    advantage: Literal["coma", "td"] = "coma"  # counterfactual advantage: eq. 1 (paper's experiments) or eq. 9
+    normalize_advantage: bool = False
+    log_async_gap: bool = True
+
+    def check(self) -> None:
+        super().check()
+        require(self.m >= 1, f"learner.m={self.m} must be at least 1 (paper: 10)")
+        require(self.clip is None or 0 < self.clip < 1, f"learner.clip={self.clip} must be in (0, 1) or null (paper: 0.1)")
+        require(self.ppo_epochs >= 1, f"learner.ppo_epochs={self.ppo_epochs} must be at least 1")
+        require(self.minibatches >= 1, f"learner.minibatches={self.minibatches} must be at least 1")
+
+
+class ASAE(CounterfactualActorCritic):
+    name = "asae"
+    description = "ASAE (the paper's method): marginal advantage over m joint-action samples + per-agent PPO clipping"
+    Config = ASAEConfig
+
+    def actor_loss(self, logp: torch.Tensor, actions: torch.Tensor, logp_old_taken: torch.Tensor,
+                   advantages: torch.Tensor, mask: torch.Tensor):
+        logp_taken = logp[:, :-1].gather(-1, actions[:, :-1].unsqueeze(-1)).squeeze(-1)
+        surrogate, clip_frac = clipped_surrogate_loss(logp_taken, logp_old_taken, advantages, mask, self.cfg.clip)
+        entropy = masked_mean(self.entropy(logp[:, :-1]), mask)
+        return surrogate - self.cfg.entropy_coef * entropy, entropy, clip_frac
+
+    def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
+        cfg = self.cfg
+        batch = batch.to(self.device)
+        metrics = self.train_critic(batch)
+        mask = batch.filled.unsqueeze(-1)
+        with torch.no_grad():
+            logp_old = self.policy_log_probs(batch)
+            pi_old = logp_old.exp()
+            advantages = self.marginal_advantage(batch, pi_old, cfg.m, cfg.advantage)
+            logp_old_taken = logp_old[:, :-1].gather(-1, batch.actions[:, :-1].unsqueeze(-1)).squeeze(-1)
+        adv = advantages
+        if cfg.normalize_advantage:
+            mean = masked_mean(adv, mask)
+            std = masked_mean((adv - mean) ** 2, mask).sqrt()
+            adv = (adv - mean) / (std + 1e-8)
+        for _ in range(cfg.ppo_epochs):
+            for idx in episode_minibatches(batch.batch_size, cfg.minibatches):
+                sub = batch[idx]
+                loss, entropy, clip_frac = self.actor_loss(self.policy_log_probs(sub), sub.actions,
+                                                           logp_old_taken[idx], adv[idx], mask[idx])
+                grad_norm = self.step_actor(loss)
+        metrics.update({"actor_loss": loss.item(), "entropy": entropy.item(), "clip_frac": clip_frac.item(),
+                        "actor_grad_norm": grad_norm, "advantage_mean": float(masked_mean(advantages, mask))})
+        metrics.update(self._synchrony_diagnostics(batch, pi_old, logp_old, advantages, mask))
+        return metrics
+
+    @torch.no_grad()
+    def _synchrony_diagnostics(self, batch, pi_old, logp_old, advantages, mask) -> dict[str, float]:
+        logp_new = self.policy_log_probs(batch)
+        kl = (pi_old * (logp_old - logp_new)).sum(-1)[:, :-1]  # KL(pi_i || pi_{i+1}) [B, T, n]
+        per_agent = (kl * mask).sum((0, 1)) / mask.sum((0, 1)).clamp(min=1.0)
+        out = {"kl": float(per_agent.mean()), "kl_max_agent": float(per_agent.max())}
+        if self.cfg.log_async_gap:
+            new_adv = self.marginal_advantage(batch, logp_new.exp(), self.cfg.m, self.cfg.advantage)
+            out["async_gap"] = float(masked_mean((new_adv - advantages).abs(), mask))
+        return out

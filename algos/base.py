@@ -1,0 +1,109 @@
+"""What every learner provides, and the controllers that act for a team.
+
+A learner is a small class with a matching ``Config`` dataclass (BenchMARL style). The trainer owns
+the loop; a learner only (1) exposes a ``controller`` that picks actions for its team and (2) trains
+on episode batches. Everything a resume needs is in ``state_dict()`` (networks, optimizers, replay
+data, counters).
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from envs.base import TeamObs, TeamSpec
+from algos.batch import EpisodeBatch
+from algos.networks import RNNAgent, build_agent_inputs, greedy_available, masked_log_softmax, sample_available
+
+
+@dataclass(frozen=True)
+class Common:
+    """Settings every learner shares, set at the top level of the experiment config."""
+
+    gamma: float
+    lr: float  # actor (or Q-network) learning rate
+    critic_lr: float  # critic learning rate (actor-critic methods)
+    batch_size: int  # episodes per update (on-policy: collected per iteration; off-policy: sampled)
+    episode_limit: int
+    device: torch.device
+
+
+class Controller(abc.ABC):
+    """Picks the actions of one team's agents in B envs at once (one batched forward per step)."""
+
+    def init_hidden(self, n_envs: int) -> Any:
+        return None
+
+    @abc.abstractmethod
+    def act(self, obs: TeamObs, last_actions: torch.Tensor, hidden: Any, t_env: int, test_mode: bool) -> tuple[torch.Tensor, Any]:
+        """obs for B envs, last_actions [B, n] (-1 at t = 0) -> (actions [B, n] int64 on CPU, new hidden)."""
+
+
+class RandomController(Controller):
+    """Uniform over available actions: the fixed policy of non-learning teams (e.g. random prey)."""
+
+    def act(self, obs, last_actions, hidden, t_env, test_mode):
+        return sample_available(torch.ones_like(obs.avail, dtype=torch.float32), obs.avail), hidden
+
+
+def last_actions_onehot(last_actions: torch.Tensor, n_actions: int) -> torch.Tensor:
+    """[B, n] with -1 for "none yet" -> one-hot [B, n, A] (zeros for -1)."""
+    return torch.nn.functional.one_hot(last_actions.clamp(min=0), n_actions).float() * (last_actions >= 0).unsqueeze(-1)
+
+
+class PolicyController(Controller):
+    """Stochastic policy from a shared GRU actor; greedy (argmax over available actions) in test mode."""
+
+    def __init__(self, actor: RNNAgent, spec: TeamSpec, device: torch.device, last_action: bool = True):
+        self.actor, self.spec, self.device, self.last_action = actor, spec, device, last_action
+
+    def init_hidden(self, n_envs: int):
+        return self.actor.init_hidden(n_envs, self.spec.n_agents, self.device)
+
+    @torch.no_grad()
+    def act(self, obs, last_actions, hidden, t_env, test_mode):
+        avail = obs.avail.to(self.device)
+        last = last_actions_onehot(last_actions, self.spec.n_actions).to(self.device) if self.last_action else None
+        logits, hidden = self.actor.step(build_agent_inputs(obs.obs.to(self.device), last), hidden)
+        if test_mode:
+            actions = greedy_available(logits, avail)
+        else:
+            actions = sample_available(masked_log_softmax(logits, avail).exp(), avail)
+        return actions.cpu(), hidden
+
+
+class Learner(abc.ABC):
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Config: ClassVar[type]
+    on_policy: ClassVar[bool] = True
+
+    def __init__(self, spec: TeamSpec, cfg: Any, common: Common):
+        self.spec, self.cfg, self.common = spec, cfg, common
+        self.device = common.device
+
+    controller: Controller
+
+    @abc.abstractmethod
+    def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
+        """One update from freshly collected episodes; returns scalar metrics to log."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        ...
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ...
+
+
+def clip_grad(params, max_norm: float) -> float:
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over entries where mask is 1 (mask broadcast to x)."""
+    mask = mask.expand_as(x)
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)

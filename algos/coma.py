@@ -1,0 +1,41 @@
+"""COMA (Foerster et al., 2018): counterfactual multi-agent policy gradients.
+
+Advantage (eq. 1 of the ASAE paper): A^a = Q(s, u) - sum_u' pi^a(u'|tau^a) Q(s, (u^{-a}, u')), with the
+other agents' actions fixed at the executed ones. One vanilla policy-gradient step per batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from algos.actor_critic import ActorCriticConfig, CounterfactualActorCritic
+from algos.base import masked_mean
+from algos.batch import EpisodeBatch
+
+
+@dataclass(frozen=True)
+class COMAConfig(ActorCriticConfig):
+    pass
+
+
+class COMA(CounterfactualActorCritic):
+    name = "coma"
+    description = "COMA: centralised Q critic, counterfactual baseline, one policy-gradient step per batch"
+    Config = COMAConfig
+
+    def actor_loss(self, logp: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor):
+        logp_taken = logp[:, :-1].gather(-1, actions[:, :-1].unsqueeze(-1)).squeeze(-1)
+        entropy = masked_mean(self.entropy(logp[:, :-1]), mask)
+        return -masked_mean(advantages * logp_taken, mask) - self.cfg.entropy_coef * entropy, entropy
+
+    def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
+        batch = batch.to(self.device)
+        metrics = self.train_critic(batch)
+        logp = self.policy_log_probs(batch)
+        advantages = self.marginal_advantage(batch, logp.detach().exp(), m=1, kind="coma")
+        mask = batch.filled.unsqueeze(-1)
+        loss, entropy = self.actor_loss(logp, batch.actions, advantages, mask)
+        grad_norm = self.step_actor(loss)
+        return {**metrics, "actor_loss": loss.item(), "entropy": entropy.item(), "actor_grad_norm": grad_norm,
+                "advantage_mean": float(masked_mean(advantages, mask))}

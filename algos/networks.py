@@ -1,0 +1,76 @@
+"""Networks shared by the learners: the GRU agent network (actor or per-agent Q) and input builders."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from algos.batch import EpisodeBatch
+
+NEG_INF = -1e10  # logits of unavailable actions (finite: keeps softmax and its gradient NaN-free)
+
+
+def agent_input_dim(obs_dim: int, n_actions: int, n_agents: int, last_action: bool = True) -> int:
+    return obs_dim + (n_actions if last_action else 0) + n_agents
+
+
+def build_agent_inputs(obs: torch.Tensor, last_actions_onehot: torch.Tensor | None) -> torch.Tensor:
+    """[..., n, obs_dim] (+ [..., n, A]) -> [..., n, obs_dim (+A) + n] with a one-hot agent id appended."""
+    n = obs.shape[-2]
+    ids = torch.eye(n, device=obs.device, dtype=obs.dtype).expand(*obs.shape[:-1], n)
+    parts = [obs] if last_actions_onehot is None else [obs, last_actions_onehot]
+    return torch.cat(parts + [ids], dim=-1)
+
+
+def batch_agent_inputs(batch: EpisodeBatch, last_action: bool = True) -> torch.Tensor:
+    """[B, T+1, n, d] agent-network inputs for every slot of an episode batch."""
+    return build_agent_inputs(batch.obs, batch.last_actions_onehot() if last_action else None)
+
+
+class RNNAgent(nn.Module):
+    """Shared GRU agent network (PyMARL's RNNAgent): fc -> GRU -> fc, one set of weights for all agents.
+
+    ``forward`` runs whole sequences in one nn.GRU call; ``step`` runs one time step for acting. Both
+    start from a zero hidden state at t = 0, so acting and training see identical activations.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, n_outputs: int):
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.fc1 = nn.Linear(input_dim, hidden_dim)
+        self.rnn = nn.GRU(hidden_dim, hidden_dim, batch_first=True)
+        self.fc2 = nn.Linear(hidden_dim, n_outputs)
+
+    def init_hidden(self, batch: int, n_agents: int, device=None) -> torch.Tensor:
+        return torch.zeros(batch, n_agents, self.hidden_dim, device=device)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """inputs [B, T, n, d] -> outputs [B, T, n, n_outputs]."""
+        b, t, n, d = inputs.shape
+        x = F.relu(self.fc1(inputs)).permute(0, 2, 1, 3).reshape(b * n, t, self.hidden_dim)
+        h, _ = self.rnn(x)
+        return self.fc2(h.reshape(b, n, t, self.hidden_dim).permute(0, 2, 1, 3))
+
+    def step(self, inputs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """inputs [B, n, d], hidden [B, n, h] -> (outputs [B, n, n_outputs], new hidden)."""
+        b, n, _ = inputs.shape
+        x = F.relu(self.fc1(inputs)).reshape(b * n, 1, self.hidden_dim)
+        h, _ = self.rnn(x, hidden.reshape(1, b * n, self.hidden_dim))
+        h = h.reshape(b, n, self.hidden_dim)
+        return self.fc2(h), h
+
+
+def masked_log_softmax(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    return F.log_softmax(logits.masked_fill(~avail, NEG_INF), dim=-1)
+
+
+def sample_available(probs: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample one action per row of ``probs`` [..., A] restricted to ``avail`` (never an unavailable one)."""
+    p = probs * avail
+    p = torch.where(p.sum(-1, keepdim=True) > 0, p, avail.float())  # all-zero rows: uniform over available
+    flat = p.reshape(-1, p.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).reshape(p.shape[:-1])
+
+
+def greedy_available(scores: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    return scores.masked_fill(~avail, float("-inf")).argmax(dim=-1)

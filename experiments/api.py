@@ -1,0 +1,137 @@
+"""Programmatic entry points used by the CLI, sweeps (slurm/) and tests.
+
+    resolve_config(updates, named_configs) -> the full validated config dict, with its run_key
+    train(updates, named_configs, results_dir, ...) -> RunResult(run_dir, status, run_key)
+    find_runs(results_dir, run_key) -> the Sacred runs of that run_key on disk, oldest first
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from envs.config import ConfigError
+
+DEFAULT_RESULTS_DIR = Path("results") / "runs"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_dir: Path | None
+    status: str
+    run_key: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_dir: Path
+    status: str
+    checkpoint: Path | None
+    t_env: int
+
+
+def normalize_updates(updates: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept the CLI's shorthands programmatically too: env="smax" means env={"name": "smax"}; dotted keys nest."""
+    out: dict[str, Any] = {}
+    for key, value in updates.items():
+        if key == "env" and isinstance(value, str):
+            value = {"name": value}
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, Mapping) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = dict(value) if isinstance(value, Mapping) else value
+    return out
+
+
+def _sacred_errors():
+    from sacred.utils import ConfigAddedError
+
+    return ConfigAddedError
+
+
+def resolve_config(updates: Mapping[str, Any] | None = None, named_configs: Sequence[str] = ()) -> dict[str, Any]:
+    """The config a run with these updates would get (validated; raises ConfigError). Starts nothing."""
+    from sacred.initialize import create_run
+
+    from experiments.experiment import ex
+
+    _check_named(named_configs)
+    try:
+        run = create_run(ex, ex.default_command, normalize_updates(updates or {}), list(named_configs))
+    except _sacred_errors() as exc:
+        raise ConfigError(f"unknown config key {exc.conflicting_configs[0]!r} (see `asae train print_config`)") from None
+    return dict(run.config)
+
+
+def _check_named(named_configs: Sequence[str]) -> None:
+    from experiments.experiment import ex
+
+    for name in named_configs:
+        if name not in ex.named_configs:
+            raise ConfigError(f"unknown named config {name!r}; valid named configs are: {', '.join(sorted(ex.named_configs))}")
+
+
+def train(updates: Mapping[str, Any] | None = None, named_configs: Sequence[str] = (),
+          results_dir: str | Path = DEFAULT_RESULTS_DIR, *, resume_from: str | None = None,
+          stop_event: threading.Event | None = None, progress: str = "off",
+          mongo_url: str | None = None) -> RunResult:
+    """Run one Sacred run with a FileStorageObserver in ``results_dir`` (and MongoDB if ``mongo_url``).
+
+    If ``stop_event`` is set during training, the run saves a checkpoint at the end of the current
+    iteration and ends INTERRUPTED. A ConfigError is raised before any run directory is created.
+    """
+    from sacred.observers import FileStorageObserver
+
+    from experiments import experiment
+    from experiments.observers import mongo_observer
+
+    updates = normalize_updates(updates or {})
+    if resume_from is not None:
+        updates["resume_from"] = str(resume_from)
+    config = resolve_config(updates, named_configs)
+    observers = [FileStorageObserver(str(results_dir))]
+    if mongo_url:
+        observers.append(mongo_observer(mongo_url))
+    experiment.RUNTIME.update(stop_event=stop_event, progress=progress)
+    ex = experiment.ex
+    saved = list(ex.observers)
+    ex.observers[:] = observers
+    try:
+        run = ex.run(config_updates=updates, named_configs=list(named_configs))
+        status = run.status
+    except experiment.Interrupted:
+        run, status = ex.current_run, "INTERRUPTED"
+    finally:
+        ex.observers[:] = saved
+        experiment.RUNTIME.update(stop_event=None, progress="off")
+    run_dir = Path(observers[0].dir) if getattr(observers[0], "dir", None) else None
+    return RunResult(run_dir=run_dir, status=status, run_key=config["run_key"])
+
+
+def find_runs(results_dir: str | Path, run_key: str) -> list[RunRecord]:
+    """Sacred file-storage runs of ``run_key`` under ``results_dir``, oldest first (by Sacred id)."""
+    from experiments.trainer import CHECKPOINT_NAME
+
+    root = Path(results_dir)
+    records = []
+    if not root.is_dir():
+        return records
+    for run_json in root.glob("*/run.json"):
+        run_dir = run_json.parent
+        try:
+            run = json.loads(run_json.read_text())
+            config = json.loads((run_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            continue  # a half-written run directory: not a run to skip or resume
+        if config.get("run_key") != run_key:
+            continue
+        ckpt = run_dir / CHECKPOINT_NAME
+        t_env = int((run.get("result") or {}).get("t_env", 0)) if isinstance(run.get("result"), dict) else 0
+        records.append(RunRecord(run_dir, run.get("status", "UNKNOWN"), ckpt if ckpt.is_file() else None, t_env))
+    return sorted(records, key=lambda r: (int(r.run_dir.name) if r.run_dir.name.isdigit() else 0, str(r.run_dir)))

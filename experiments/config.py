@@ -1,0 +1,99 @@
+"""The experiment's typed configuration: Sacred's config dict in, a validated RunConfig out.
+
+Validation happens in a Sacred config hook, i.e. before any observer starts: a bad value never leaves a
+run directory behind. ``run_key`` identifies a run by everything that changes its results (not by
+where it runs, how often it logs or where it resumes from), so sweeps can find a run again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Optional
+
+import algos
+import envs
+from envs.config import ConfigError, build, require
+
+# Keys that do not change what a run computes: excluded from its identity.
+NON_IDENTITY_KEYS = frozenset({
+    "run_key", "resume_from", "device", "progress", "log_interval", "checkpoint_interval", "env_info", "tags",
+})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    algo: str
+    env: dict
+    learner: dict
+    seed: int
+    t_max: int
+    n_envs: int
+    batch_size: int
+    gamma: float
+    lr: float
+    critic_lr: float
+    test_interval: int
+    test_episodes: int
+    log_interval: int
+    checkpoint_interval: int
+    device: str
+    teams: dict = field(default_factory=dict)  # team -> algo name or "random"
+    team_learners: dict = field(default_factory=dict)  # team -> learner overrides (when its algo != algo)
+    resume_from: Optional[str] = None
+    progress: Literal["auto", "bar", "log", "off"] = "auto"
+    tags: list = field(default_factory=list)
+    run_key: str = ""
+    env_info: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        algos.learner_class(self.algo)
+        require(self.t_max > 0, f"t_max={self.t_max} is not valid; it must be a positive number of env steps")
+        require(self.n_envs >= 1, f"n_envs={self.n_envs} must be at least 1")
+        require(self.batch_size >= 1, f"batch_size={self.batch_size} must be at least 1")
+        require(0.0 <= self.gamma <= 1.0, f"gamma={self.gamma} must be in [0, 1]")
+        require(self.lr > 0 and self.critic_lr > 0, f"lr={self.lr} and critic_lr={self.critic_lr} must be positive")
+        for name in ("test_interval", "log_interval", "checkpoint_interval"):
+            require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be a positive number of env steps")
+        require(self.test_episodes >= 0, f"test_episodes={self.test_episodes} must be >= 0")
+        require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+                f"device={self.device!r} is not valid; use auto, cpu, cuda or cuda:N")
+        for team, algo in self.teams.items():
+            if algo != algos.RANDOM:
+                algos.learner_class(algo)
+        unknown = sorted(set(self.team_learners) - set(self.teams))
+        require(not unknown, f"team_learners.{unknown[0] if unknown else ''} names a team not in teams={self.teams}")
+
+    def team_algos(self, team_names: list[str]) -> dict[str, str]:
+        """Which algo (or "random") drives each team: `teams`, else the first team learns with `algo`."""
+        unknown = sorted(set(self.teams) - set(team_names))
+        require(not unknown, f"teams.{unknown[0] if unknown else ''} is not a team of env {self.env['name']!r}; "
+                             f"its teams are: {', '.join(team_names)}")
+        return {team: self.teams.get(team, self.algo if i == 0 and not self.teams else algos.RANDOM)
+                for i, team in enumerate(team_names)}
+
+    def learner_config(self, team: str, algo: str) -> Any:
+        if team in self.team_learners or algo != self.algo:
+            return algos.learner_config(algo, self.team_learners.get(team, {}), where=f"team_learners.{team}")
+        return algos.learner_config(algo, self.learner)
+
+
+def validate(config: Mapping[str, Any]) -> RunConfig:
+    cfg = build(RunConfig, {k: v for k, v in config.items() if k in RunConfig.__dataclass_fields__}, where="")
+    envs.env_config(cfg.env)
+    algos.learner_config(cfg.algo, cfg.learner)
+    return cfg
+
+
+def run_key(config: Mapping[str, Any]) -> str:
+    """Stable 12-hex-digit id of a run from its resolved config (identity keys only)."""
+    identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS and not k.startswith("_")}
+    blob = json.dumps(identity, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def unknown_top_level(config: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k in config if k not in RunConfig.__dataclass_fields__ and k != "seed" and not k.startswith("_"))
+
+
+__all__ = ["RunConfig", "ConfigError", "validate", "run_key", "NON_IDENTITY_KEYS"]

@@ -1,0 +1,135 @@
+"""The Sacred experiment: default config, the paper's named configs, validation, and the main function.
+
+Every run is tracked by Sacred (config, host, metrics, status). Defaults are validated in a config hook,
+so `print_config` shows the full resolved config and a bad value stops before any observer starts.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from sacred import Experiment, SETTINGS
+from sacred.observers import FileStorageObserver
+from sacred.utils import SacredInterrupt
+
+import algos
+import envs
+from envs.config import ConfigError
+from experiments import config as run_config
+
+SETTINGS.CAPTURE_MODE = "sys"  # fd capture hides the terminal from tqdm and breaks inside threads
+SETTINGS.CONFIG.READ_ONLY_CONFIG = False
+
+ex = Experiment("asae", save_git_info=False)
+
+# Set by the caller of a run (CLI or API) and read by `main`; Sacred configs must stay JSON-able.
+RUNTIME: dict[str, Any] = {"stop_event": None, "progress": "off"}
+
+
+@ex.config
+def default_config():
+    algo = "asae"  # asae | coma | ... (`asae list`)
+    env = {"name": "mpe_spread"}  # name + that env's options (`asae list`); `env=NAME` on the CLI
+    env = envs.env_defaults(env)
+    learner = {}  # hyper-parameters of `algo`, defaults filled in (`asae train print_config`)
+    learner = algos.learner_defaults(algo, learner)
+    teams = {}  # multi-team envs: team -> algo or "random"; empty = first team learns with `algo`
+    team_learners = {}  # team -> learner overrides for teams whose algo differs from `algo`
+    seed = 0
+    t_max = 200_000  # env steps (one step of one environment, all agents acting)
+    n_envs = 8  # envs stepped together
+    batch_size = 8  # episodes per update (on-policy) or per replay sample (off-policy)
+    gamma = 0.99
+    lr = 5e-4  # actor / agent network
+    critic_lr = 5e-4
+    test_interval = 20_000  # env steps between greedy test evaluations (one also at t_env = 0)
+    test_episodes = 32
+    log_interval = 5_000
+    checkpoint_interval = 50_000
+    device = "auto"  # auto | cpu | cuda | cuda:N
+    resume_from = None  # checkpoint file or run directory of an earlier run of the same config
+    progress = "auto"  # auto | bar | log | off
+    tags = []
+
+
+@ex.named_config
+def mpe_paper():
+    """The paper's MPE settings (sec. 5.2): 4 parallel envs, episodes of 150 steps, gamma 0.98,
+    lr 5e-5 (actor) / 5e-4 (critic), 1.6k iterations = 1600 x 4 x 150 env steps."""
+    env = {"episode_limit": 150}
+    n_envs = 4
+    batch_size = 4
+    gamma = 0.98
+    lr = 5e-5
+    critic_lr = 5e-4
+    t_max = 960_000
+    test_interval = 24_000
+    log_interval = 6_000
+    checkpoint_interval = 60_000
+
+
+@ex.named_config
+def smac_paper():
+    """The paper's SMAC settings (sec. 5.1): 3M steps, batch 32 episodes, gamma 0.99, lr 1e-3 for actor
+    and critic (ASAE's m = 10 and clip 0.1 are its defaults)."""
+    t_max = 3_000_000
+    batch_size = 32
+    n_envs = 32
+    gamma = 0.99
+    lr = 1e-3
+    critic_lr = 1e-3
+    test_interval = 50_000
+    test_episodes = 100
+    log_interval = 10_000
+    checkpoint_interval = 100_000
+
+
+@ex.config_hook
+def validate_and_derive(config, command_name, logger):
+    extra = run_config.unknown_top_level(config)
+    if extra:
+        raise ConfigError(f"unknown config key {extra[0]!r}; valid keys are: "
+                          f"{', '.join(sorted(k for k in run_config.RunConfig.__dataclass_fields__ if k not in ('run_key', 'env_info')))}")
+    cfg = run_config.validate(config)
+    derived = {k: v for k, v in config.items() if k not in ("run_key", "env_info")}
+    return {
+        "run_key": run_config.run_key(derived),
+        "env_info": envs.describe(cfg.env, cfg.n_envs),
+    }
+
+
+class _FileDir:
+    @staticmethod
+    def of(run) -> Path | None:
+        for obs in run.observers:
+            if isinstance(obs, FileStorageObserver) and getattr(obs, "dir", None):
+                return Path(obs.dir)
+        return None
+
+
+class Interrupted(SacredInterrupt):
+    STATUS = "INTERRUPTED"
+
+
+@ex.main
+def main(_run, _config):
+    from experiments.trainer import MetricLogger, Stopped, Trainer
+
+    cfg = run_config.validate(_config)
+    run_dir = _FileDir.of(_run)
+    checkpoint_dir = run_dir if run_dir is not None else Path("results") / "checkpoints" / cfg.run_key
+    _run.info["run_key"] = cfg.run_key
+    _run.info["checkpoint"] = str(checkpoint_dir / "checkpoint.pt")
+    logger = MetricLogger(lambda name, value, step: _run.log_scalar(name, value, step))
+    trainer = Trainer(cfg, logger, checkpoint_dir, stop_event=RUNTIME["stop_event"], progress=RUNTIME["progress"])
+    if cfg.resume_from:
+        trainer.resume(cfg.resume_from)
+        _run.info["resumed_from"] = cfg.resume_from
+        _run.info["resumed_at_t_env"] = trainer.t_env
+    try:
+        final = trainer.train()
+    except Stopped as exc:
+        raise Interrupted(str(exc)) from None
+    return {"t_env": trainer.t_env, "episodes": trainer.episodes, **final}

@@ -1,0 +1,102 @@
+"""`asae train [Sacred arguments]`: one run, tracked by Sacred.
+
+Arguments go to Sacred's command line (`with KEY=VALUE ...`, named configs, `print_config`, `-F DIR`,
+`--help`), with three conveniences: `env=NAME` means `env.name=NAME`; `-m URL` (or $ASAE_MONGO_URL)
+adds a *queued* MongoDB observer; without `-F`, runs go to results/runs (or $ASAE_RESULTS_DIR).
+Ctrl-C (or SIGTERM) stops after the current iteration with a checkpoint saved; a second Ctrl-C aborts.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import threading
+
+from envs.config import ConfigError
+
+ENV_SHORTHAND = re.compile(r"^env=(?P<name>[A-Za-z_][\w\-]*)$")
+
+
+def rewrite_argv(argv: list[str]) -> tuple[list[str], str | None, bool]:
+    """-> (argv for Sacred, MongoDB URL or None, whether the user chose a file-storage dir)."""
+    out, mongo, has_file = [], os.environ.get("ASAE_MONGO_URL") or None, False
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-m", "--mongo_db"):
+            if i + 1 >= len(argv):
+                raise ConfigError(f"{arg} needs a MongoDB URL (mongodb://host:port/db or host:port:db)")
+            mongo = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--mongo_db="):
+            mongo = arg.split("=", 1)[1]
+        else:
+            if arg in ("-F", "--file_storage") or arg.startswith("--file_storage="):
+                has_file = True
+            match = ENV_SHORTHAND.match(arg)
+            out.append(f"env.name={match['name']}" if match else arg)
+        i += 1
+    return out, mongo, has_file
+
+
+def _install_signal_handlers(stop_event: threading.Event):
+    def graceful(signum, frame):
+        if stop_event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop_event.set()
+        print("\n[asae] stopping after this iteration and saving a checkpoint (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, graceful) for sig in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()]
+
+
+def main(argv: list[str]) -> int:
+    from sacred.observers import FileStorageObserver
+    from sacred.utils import ConfigAddedError, SacredError
+
+    from experiments import experiment
+    from experiments.observers import mongo_observer
+
+    sacred_argv, mongo_url, has_file = rewrite_argv(argv)
+    ex = experiment.ex
+    if not has_file:
+        ex.observers.append(FileStorageObserver(os.environ.get("ASAE_RESULTS_DIR", os.path.join("results", "runs"))))
+    if mongo_url:
+        ex.observers.append(mongo_observer(mongo_url))
+    stop_event = threading.Event()
+    experiment.RUNTIME.update(stop_event=stop_event, progress="bar" if sys.stderr.isatty() else "log")
+
+    failure: list[str] = []
+    sacred_run = ex.run
+
+    def run(*args, **kwargs):
+        try:
+            return sacred_run(*args, **kwargs)
+        except ConfigError as exc:
+            failure.append(str(exc))
+        except ConfigAddedError as exc:
+            failure.append(f"unknown config key {exc.conflicting_configs[0]!r} (`asae train print_config` shows the valid ones)")
+        except experiment.Interrupted as exc:
+            failure.append(f"{exc}; rerun the same command with resume_from=<run directory> to continue")
+        except SacredError as exc:
+            failure.append(str(exc).strip().splitlines()[-1])
+        raise _Abort()
+
+    ex.run = run
+    restore = _install_signal_handlers(stop_event)
+    try:
+        ex.run_commandline(["asae train"] + sacred_argv)
+    except _Abort:
+        print(f"asae train: {failure[-1]}", file=sys.stderr)
+        return 2
+    finally:
+        restore()
+        del ex.run
+    return 0
+
+
+class _Abort(BaseException):
+    """Escapes Sacred's catch-all handler, which would print a traceback for a user mistake."""

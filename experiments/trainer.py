@@ -1,0 +1,295 @@
+"""The training loop: collect -> train -> log -> test -> checkpoint, for every team of an env.
+
+A run's whole state lives in a checkpoint written atomically at iteration boundaries: every learner
+(networks, optimizers, replay data), the counters, the RNG states of torch and of the seed streams
+that reset the envs, the metric history and the not-yet-logged statistics. Resuming from it continues
+the run exactly: same next updates, no gap or repeat in the metrics.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import algos
+from algos.base import Common, RandomController
+from algos.batch import EpisodeBatch
+from envs import make_env
+from envs.config import ConfigError, require
+from experiments.config import RunConfig
+from experiments.runner import EpisodeRunner, EpisodeStats, summarize
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+
+
+class MetricLogger:
+    """Sends scalars to Sacred (or any sink) and keeps the history that checkpoints carry."""
+
+    def __init__(self, sink: Callable[[str, float, int], None] | None = None):
+        self.sink = sink
+        self.history: list[tuple[str, int, float]] = []
+
+    def log(self, name: str, value: float, step: int) -> None:
+        value = float(value)
+        self.history.append((name, int(step), value))
+        if self.sink is not None:
+            self.sink(name, value, int(step))
+
+    def replay(self, history: list[tuple[str, int, float]]) -> None:
+        for name, step, value in history:
+            self.log(name, value, step)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available on this machine; use device=cpu or auto")
+    return torch.device(name)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class _Window:
+    """Statistics accumulated since the last log line."""
+
+    episodes: dict[str, EpisodeStats] = field(default_factory=dict)
+    learner: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    steps: int = 0
+    seconds: float = 0.0
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, logger: MetricLogger, checkpoint_dir: Path | None,
+                 stop_event: threading.Event | None = None, progress: str = "off"):
+        self.cfg, self.logger, self.checkpoint_dir = cfg, logger, checkpoint_dir
+        self.stop_event = stop_event or threading.Event()
+        self.progress = progress
+        self.device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        self.env = make_env(cfg.env, cfg.n_envs)
+        info = self.env.info
+        team_names = [t.name for t in info.teams]
+        self.team_algos = cfg.team_algos(team_names)
+        self.multi_team = len(team_names) > 1
+        common = Common(gamma=cfg.gamma, lr=cfg.lr, critic_lr=cfg.critic_lr, batch_size=cfg.batch_size,
+                        episode_limit=info.episode_limit, device=self.device)
+        self.learners = {}
+        controllers = {}
+        for spec in info.teams:
+            algo = self.team_algos[spec.name]
+            if algo == algos.RANDOM:
+                controllers[spec.name] = RandomController()
+                continue
+            learner = algos.learner_class(algo)(spec, cfg.learner_config(spec.name, algo), common)
+            self.learners[spec.name] = learner
+            controllers[spec.name] = learner.controller
+        require(bool(self.learners), f"teams={self.team_algos} has no learning team; give one team an algo")
+        self.runner = EpisodeRunner(self.env, controllers)
+        on_policy = any(type(lr).on_policy for lr in self.learners.values())
+        self.rounds = math.ceil(cfg.batch_size / cfg.n_envs) if on_policy else 1
+        self.train_rng = np.random.default_rng([cfg.seed, 0])
+        self.test_rng = np.random.default_rng([cfg.seed, 1])
+        self.t_env = self.episodes = self.iteration = 0
+        self.last_test_t = self.last_log_t = self.last_ckpt_t = None
+        self.window = _Window()
+
+    # --- metrics ----------------------------------------------------------------------------------
+    def _name(self, team: str, metric: str) -> str:
+        return f"{team}/{metric}" if self.multi_team else metric
+
+    def _seeds(self, rng: np.random.Generator) -> list[int]:
+        return [int(s) for s in rng.integers(0, 2**31 - 1, size=self.cfg.n_envs)]
+
+    def _collect(self, test_mode: bool, n_episodes: int, rng: np.random.Generator):
+        rounds = max(1, math.ceil(n_episodes / self.cfg.n_envs))
+        per_team: dict[str, list[EpisodeBatch]] = {}
+        stats: dict[str, EpisodeStats] = {}
+        steps = 0
+        for _ in range(rounds):
+            batches, round_stats, round_steps = self.runner.run(self._seeds(rng), self.t_env, test_mode)
+            steps += round_steps
+            for team, batch in batches.items():
+                per_team.setdefault(team, []).append(batch)
+                stats.setdefault(team, EpisodeStats()).extend(round_stats[team])
+        return {team: EpisodeBatch.cat(b) for team, b in per_team.items()}, stats, steps
+
+    def evaluate(self) -> dict[str, float]:
+        if self.cfg.test_episodes == 0:
+            return {}
+        with torch.no_grad():
+            _, stats, _ = self._collect(True, self.cfg.test_episodes, self.test_rng)
+        out = {}
+        for team, team_stats in stats.items():
+            for key, value in summarize(team_stats, "test_").items():
+                out[self._name(team, key)] = value
+        for name, value in out.items():
+            self.logger.log(name, value, self.t_env)
+        self.last_test_t = self.t_env
+        return out
+
+    def _log_window(self) -> dict[str, float]:
+        w = self.window
+        out = {}
+        for team, team_stats in w.episodes.items():
+            out.update({self._name(team, k): v for k, v in summarize(team_stats).items()})
+        for team, metrics in w.learner.items():
+            out.update({self._name(team, k): float(np.mean(v)) for k, v in metrics.items()})
+        if w.seconds > 0:
+            out["env_steps_per_sec"] = w.steps / w.seconds
+        out["episodes"] = float(self.episodes)
+        for name, value in out.items():
+            self.logger.log(name, value, self.t_env)
+        self.window = _Window()
+        self.last_log_t = self.t_env
+        return out
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION, "run_key": self.cfg.run_key,
+            "counters": {"t_env": self.t_env, "episodes": self.episodes, "iteration": self.iteration,
+                         "last_test_t": self.last_test_t, "last_log_t": self.last_log_t, "last_ckpt_t": self.last_ckpt_t},
+            "learners": {team: learner.state_dict() for team, learner in self.learners.items()},
+            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "train": self.train_rng.bit_generator.state, "test": self.test_rng.bit_generator.state},
+            "metrics": list(self.logger.history),
+            "window": self.window,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        require(state.get("version") == CHECKPOINT_VERSION, f"checkpoint version {state.get('version')} is not supported")
+        require(state["run_key"] == self.cfg.run_key,
+                f"resume_from points at a checkpoint of run {state['run_key']}, but this config is run {self.cfg.run_key}; "
+                "resume with the same config (only device, logging and checkpoint settings may change)")
+        c = state["counters"]
+        self.t_env, self.episodes, self.iteration = c["t_env"], c["episodes"], c["iteration"]
+        self.last_test_t, self.last_log_t, self.last_ckpt_t = c["last_test_t"], c["last_log_t"], c["last_ckpt_t"]
+        for team, learner in self.learners.items():
+            learner.load_state_dict(state["learners"][team])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.train_rng.bit_generator.state = state["rng"]["train"]
+        self.test_rng.bit_generator.state = state["rng"]["test"]
+        self.logger.replay(state["metrics"])
+        self.window = state["window"]
+
+    def save_checkpoint(self) -> Path | None:
+        if self.checkpoint_dir is None:
+            return None
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        self.last_ckpt_t = self.t_env
+        path = self.checkpoint_dir / CHECKPOINT_NAME
+        atomic_torch_save(self.state_dict(), path)
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            path = path / CHECKPOINT_NAME
+        require(path.is_file(), f"resume_from={str(path)!r}: no checkpoint there")
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def train(self) -> dict[str, float]:
+        """Run until t_max. Returns the last test metrics. Raises Stopped if asked to stop early."""
+        cfg = self.cfg
+        bar = _Progress(self.progress, cfg.t_max, self.t_env)
+        last_test = {}
+        if self.last_test_t is None:
+            last_test = self.evaluate()
+        try:
+            while self.t_env < cfg.t_max:
+                start = time.perf_counter()
+                batches, stats, steps = self._collect(False, self.rounds * cfg.n_envs, self.train_rng)
+                self.t_env += steps
+                self.episodes += len(next(iter(stats.values())).returns)
+                self.iteration += 1
+                for team, learner in self.learners.items():
+                    for key, value in learner.train(batches[team], self.t_env, self.episodes).items():
+                        self.window.learner.setdefault(team, {}).setdefault(key, []).append(value)
+                for team, team_stats in stats.items():
+                    self.window.episodes.setdefault(team, EpisodeStats()).extend(team_stats)
+                self.window.steps += steps
+                self.window.seconds += time.perf_counter() - start
+                if self.last_log_t is None or self.t_env - self.last_log_t >= cfg.log_interval:
+                    bar.update(self.t_env, self._log_window(), last_test)
+                if self.t_env - self.last_test_t >= cfg.test_interval:
+                    last_test = self.evaluate()
+                    bar.update(self.t_env, {}, last_test)
+                bar.advance(self.t_env)
+                done = self.t_env >= cfg.t_max
+                if not done and (self.stop_event.is_set()
+                                 or self.t_env - (self.last_ckpt_t or 0) >= cfg.checkpoint_interval):
+                    self.save_checkpoint()
+                if not done and self.stop_event.is_set():
+                    raise Stopped(self.t_env)
+            if self.window.steps:
+                self._log_window()
+            if self.last_test_t != self.t_env:
+                last_test = self.evaluate()
+            self.save_checkpoint()
+            bar.update(self.t_env, {}, last_test)
+        finally:
+            bar.close()
+            self.env.close()
+        return last_test
+
+
+class Stopped(Exception):
+    """Training stopped on request (signal, preemption) after saving a checkpoint."""
+
+    def __init__(self, t_env: int):
+        super().__init__(f"stopped at t_env={t_env} after saving a checkpoint")
+        self.t_env = t_env
+
+
+class _Progress:
+    """A tqdm bar on a terminal, one log line per log interval otherwise."""
+
+    def __init__(self, mode: str, total: int, start: int):
+        self.mode = mode
+        self.bar = None
+        self.last = start
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, unit="step", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+        self.total = total
+
+    def advance(self, t_env: int) -> None:
+        if self.bar is not None:
+            self.bar.update(t_env - self.last)
+        self.last = t_env
+
+    def update(self, t_env: int, train: dict[str, float], test: dict[str, float]) -> None:
+        fields = {}
+        for key in ("return_mean", "test_return_mean", "test_battle_won_mean", "env_steps_per_sec"):
+            for metrics in (train, test):
+                for name, value in metrics.items():
+                    if name == key or name.endswith("/" + key):
+                        fields[name.replace("_mean", "").replace("env_steps_per_sec", "steps/s")] = value
+        text = " ".join(f"{k}={v:.4g}" for k, v in fields.items())
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+        elif self.mode == "log" and text:
+            print(f"[asae] t_env {t_env}/{self.total} ({100 * t_env / self.total:.0f}%) {text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
