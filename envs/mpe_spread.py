@@ -129,7 +129,7 @@ class BatchedSpread(VecEnv):
     def __init__(self, cfg: Config, n_envs: int):
         n = cfg.n_agents
         self.cfg = cfg
-        self.info = env_info(cfg, n_envs, BATCHED_BACKEND)
+        self.info = env_info(cfg, n_envs, backend_name(cfg))
         # Landmarks neither move nor collide in simple spread, so only the agents are simulated.
         self.bodies = physics.Bodies.make(agent_size=np.full(n, AGENT_SIZE))
         self._others = others_index(n)
@@ -192,7 +192,7 @@ BATCHED_BACKEND = "batched numpy (mpe2 1.1.1 dynamics)"
 def backend_name(cfg: Config) -> str:
     from envs import package_version
 
-    return package_version("mpe2")
+    return BATCHED_BACKEND if cfg.backend == "batched" else package_version("mpe2")
 
 
 def make(cfg: Config, n_envs: int) -> VecEnv:
