@@ -38,6 +38,11 @@ register_env("mpe_spread", "envs.mpe_spread",
 register_env("predator_prey", "envs.predator_prey",
              "MPE predator-prey of the paper (batched numpy, mpe2 physics): predator vs prey teams, walls, "
              "2 obstacles, captures")
+register_env("smax", "envs.smax",
+             "SMAC maps in SMAX (JaxMARL, batched JAX) vs the heuristic enemy; maps SMAX cannot express point "
+             "to env=smac")
+register_env("smac", "envs.smac",
+             "real StarCraft II through oxwhirl's smac package (needs smac, StarCraft II and the SMAC maps)")
 
 
 def _entry(name: Any) -> EnvEntry:
