@@ -17,7 +17,7 @@ from envs.config import ConfigError, build, require
 
 # Keys that do not change what a run computes: excluded from its identity.
 NON_IDENTITY_KEYS = frozenset({
-    "run_key", "resume_from", "device", "progress", "log_interval", "checkpoint_interval", "env_info", "tags",
+    "run_key", "resume_from", "device", "torch_threads", "progress", "log_interval", "checkpoint_interval", "env_info", "tags",
 })
 
 
@@ -38,6 +38,7 @@ class RunConfig:
     log_interval: int
     checkpoint_interval: int
     device: str
+    torch_threads: int = 1
     teams: dict = field(default_factory=dict)  # team -> algo name or "random"
     team_learners: dict = field(default_factory=dict)  # team -> learner overrides (when its algo != algo)
     resume_from: Optional[str] = None
@@ -55,6 +56,7 @@ class RunConfig:
         require(self.lr > 0 and self.critic_lr > 0, f"lr={self.lr} and critic_lr={self.critic_lr} must be positive")
         for name in ("test_interval", "log_interval", "checkpoint_interval"):
             require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be a positive number of env steps")
+        require(self.torch_threads >= 1, f"torch_threads={self.torch_threads} must be at least 1")
         require(self.test_episodes >= 0, f"test_episodes={self.test_episodes} must be >= 0")
         require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                 f"device={self.device!r} is not valid; use auto, cpu, cuda or cuda:N")

@@ -49,6 +49,7 @@ def default_config():
     log_interval = 5_000
     checkpoint_interval = 50_000
     device = "auto"  # auto | cpu | cuda | cuda:N
+    torch_threads = 1  # intra-op CPU threads; small MARL nets run fastest on one (more threads oversubscribe cores)
     resume_from = None  # checkpoint file or run directory of an earlier run of the same config
     progress = "auto"  # auto | bar | log | off
     tags = []

@@ -80,6 +80,7 @@ class Trainer:
         self.stop_event = stop_event or threading.Event()
         self.progress = progress
         self.device = resolve_device(cfg.device)
+        torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
         self.env = make_env(cfg.env, cfg.n_envs)
         info = self.env.info
