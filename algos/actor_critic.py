@@ -25,7 +25,7 @@ class ActorCriticConfig:
     rnn_hidden_dim: int = 64
     critic_hidden_dim: int = 128
     td_lambda: float = 0.8
-    critic_epochs: int = 1  # full-batch critic steps per update
+    critic_epochs: int = 8  # full-batch critic steps per update (PyMARL takes one step per time step of the batch)
     target_update_interval: int = 200  # episodes between hard target-critic updates (PyMARL)
     grad_norm_clip: float = 10.0
     entropy_coef: float = 0.01
