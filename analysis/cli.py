@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, default=1, help="average each run's last K test evaluations (default 1)")
     p.add_argument("--format", default="png,svg", help="figure formats (default png,svg)")
     p.add_argument("--paper", default=None, help="directory of the paper's reference data (default results/paper/)")
+    p.add_argument("--any-settings", action="store_true", help="also use runs with other hyper-parameters than "
+                   "the paper's (ASAE m != 10 or clip != 0.1) outside the ablations")
     p.add_argument("--all-runs", action="store_true", help="keep every Sacred run of a resumed run_key "
                    "(default: the latest COMPLETED one)")
     return p
@@ -70,9 +72,19 @@ def report_main(argv: list[str]) -> int:
     source = args.runs
     if not source.startswith(("mongodb://", "mongodb+srv://")) and not Path(source).exists():
         raise ConfigError(f"runs directory {source!r} does not exist; train some with `asae train` or pass --runs DIR")
-    frame = load_runs(source, latest_only=not args.all_runs, progress=True, db_name=args.db, log=_log)
+    frame = load_runs(source, latest_only=not args.all_runs, progress=True, db_name=args.db)
     require_runs(frame, source)
+    skipped = frame.attrs.get("skipped") or []
+    _log(f"loaded {frame['run_id'].nunique()} run(s) from {source} in {frame.attrs['load_seconds']:.1f}s"
+         + (f"; skipped {len(skipped)} unreadable run(s):" if skipped else ""))
+    for where, why in skipped:
+        _log(f"  {where}: {why}")
     frame = select_preset(frame, args.preset)
+    if args.command not in ("ablation-m", "ablation-clip", "all") and not args.any_settings:
+        frame = paper.paper_settings(frame)
+        if frame.empty:
+            raise ConfigError("no runs with the paper's hyper-parameters (results/paper/settings.csv); "
+                              "pass --any-settings to use the others")
     out = Path(args.out or "report")
     return HANDLERS[args.command](frame, paper, args, out, formats)
 
@@ -183,7 +195,8 @@ def _all(frame, paper, args, out, formats) -> int:
     from analysis.report import build_report
 
     _log(f"writing the report to {out}/")
-    for path in build_report(frame, paper, out, args.runs, formats=formats, last=args.last, log=_log):
+    for path in build_report(frame, paper, out, args.runs, formats=formats, last=args.last,
+                             any_settings=args.any_settings, log=_log):
         print(path)
     return 0
 

@@ -32,7 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -366,29 +366,25 @@ def _team_algo(f: dict, team: str) -> str:
 
 # ----------------------------------------------------------------------------- entry point
 
-def load_runs(source: str | os.PathLike = "results", latest_only: bool = True, progress: bool = False,
-              db_name: str | None = None, client=None, log: Callable[[str], None] | None = None) -> pd.DataFrame:
+def load_runs(source: str | os.PathLike | None = "results", latest_only: bool = True, progress: bool = False,
+              db_name: str | None = None, client=None) -> pd.DataFrame:
     """Load every run under a directory (recursively) or from a MongoDB URL into one tidy frame.
 
     ``source`` is a directory of Sacred FileStorageObserver runs, or ``mongodb://host:port/db``
-    (``client`` may be given instead, e.g. a mongomock client in tests).
+    (``client`` may be given instead, e.g. a mongomock client in tests). Unreadable runs are listed in
+    ``frame.attrs["skipped"]``; ``frame.attrs["load_seconds"]`` says how long loading took.
     """
     started = time.monotonic()
-    text = str(source)
+    text = str(source) if source is not None else ""
     if client is not None or text.startswith(("mongodb://", "mongodb+srv://")):
         from analysis.mongo import open_database
 
-        db, label = open_database(text if client is None else None, db_name, client=client)
+        db, label = open_database(text or None, db_name, client=client)
         report = read_mongo_runs(db, progress=progress, label=label)
     else:
         report = read_file_runs(text, progress=progress)
     frame = to_frame(report, latest_only=latest_only)
-    if log is not None:
-        n_runs = frame["run_id"].nunique()
-        log(f"loaded {n_runs} run(s) from {text} in {time.monotonic() - started:.1f}s"
-            + (f"; skipped {len(report.skipped)} unreadable run(s)" if report.skipped else ""))
-        for where, why in report.skipped:
-            log(f"  skipped {where}: {why}")
+    frame.attrs["load_seconds"] = round(time.monotonic() - started, 2)
     return frame
 
 

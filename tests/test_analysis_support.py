@@ -23,7 +23,7 @@ def make_experiment() -> Experiment:
     @ex.config
     def config():
         algo = "asae"  # noqa: F841
-        env = {"name": "smax", "map_name": "3m"}  # noqa: F841
+        env = {}  # run() fills in SMAX 3m unless given  # noqa: F841
         learner = {}  # noqa: F841
         teams = {}  # noqa: F841
         seed = 0  # noqa: F841
@@ -55,6 +55,7 @@ def curve(final: float, steps: int = 5, every: int = 1000) -> list[list[float]]:
 
 
 def run(ex: Experiment, observers: list, during: Callable | None = None, **config):
+    config.setdefault("env", {"name": "smax", "map_name": "3m"})
     ex.observers[:] = observers
     DURING_RUN[:] = [during] if during else []
     try:

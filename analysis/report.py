@@ -1,0 +1,282 @@
+"""Run selection by preset, and the reproduction report: every table and figure of the paper from the
+runs, our numbers beside the paper's, and a verdict per claim (Markdown + HTML page)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from envs.config import ConfigError
+
+from analysis import tables
+from analysis.loaders import RUN_WIDE, runs_table
+from analysis.paper import WIN_RATE, Paper
+from analysis.render import Document, latex_table, markdown_table
+from analysis.stats import aggregate_table, final_values, performance_profiles, score_matrices, summarize
+
+
+# ----------------------------------------------------------------------------- selecting runs
+
+def _env_has(frame: pd.DataFrame, *words: str) -> pd.Series:
+    env = frame["env"].astype(str).str.lower()
+    mask = pd.Series(False, index=frame.index)
+    for word in words:
+        mask |= env.str.contains(word, regex=False)
+    return mask
+
+
+def _competitive(frame: pd.DataFrame) -> pd.Series:
+    return frame["run_id"].isin(tables.competitive_runs(frame)["run_id"].unique())
+
+
+# What each paper experiment is, by config (env / map / teams), for runs that carry no preset tag.
+SELECTORS: dict[str, tuple[str, Callable[[pd.DataFrame], pd.Series]]] = {
+    "smac": ("SMAC-like maps (runs with env.map_name): Table 1, Figs 3 and 10", lambda f: f["map"].notna()),
+    "spread": ("MPE simple spread: Fig 5", lambda f: _env_has(f, "spread")),
+    "predator": ("predator-prey, learned predators vs random prey: Fig 6",
+                 lambda f: _env_has(f, "predator", "prey", "tag") & ~_competitive(f)),
+    "competitive": ("predator-prey, two learning algorithms against each other: Figs 7 and 8", _competitive),
+}
+ALIASES = {"smax": "smac", "sc2": "smac", "mpe_spread": "spread", "simple_spread": "spread",
+           "predator_prey": "predator", "predator-prey": "predator", "pp": "predator", "tag": "predator",
+           "versus": "competitive"}
+
+
+def select_preset(frame: pd.DataFrame, preset: str | None) -> pd.DataFrame:
+    """Runs of a preset: those tagged with it (config `preset` or `tags`), plus untagged runs whose
+    config matches the preset's experiment (SELECTORS). Directory names play no part."""
+    if not preset:
+        return frame
+    runs = runs_table(frame)
+    tags = runs["tags"].astype(object) if "tags" in runs else pd.Series([None] * len(runs))
+    tag_sets = [set(json.loads(t)) if isinstance(t, str) and t.startswith("[") else set() for t in tags]
+    tagged = {rid for rid, p, ts in zip(runs["run_id"], runs["preset"], tag_sets)
+              if p == preset or preset in ts or f"preset:{preset}" in ts}
+    untagged = {rid for rid, p in zip(runs["run_id"], runs["preset"]) if not isinstance(p, str)}
+    name = ALIASES.get(preset, preset)
+    ids = set(tagged)
+    if name in SELECTORS:
+        matched = frame[SELECTORS[name][1](frame)]["run_id"].unique()
+        ids |= untagged & set(matched)
+    elif not tagged:
+        seen = sorted({p for p in runs["preset"] if isinstance(p, str)})
+        raise ConfigError(f"unknown preset {preset!r}; known: {', '.join(SELECTORS)}"
+                          + (f"; presets tagged in these runs: {', '.join(seen)}" if seen else ""))
+    selected = frame[frame["run_id"].isin(ids)]
+    if selected.empty:
+        raise ConfigError(f"no runs of preset {preset!r} ({SELECTORS[name][0] if name in SELECTORS else 'by tag'})")
+    return selected
+
+
+def require_runs(frame: pd.DataFrame, where: str) -> None:
+    if frame.empty:
+        skipped = frame.attrs.get("skipped") or []
+        extra = f" ({len(skipped)} unreadable run director{'y' if len(skipped) == 1 else 'ies'} skipped)" if skipped else ""
+        raise ConfigError(f"no runs found in {where}{extra}; train some with `asae train` or pass --runs DIR")
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def table1_outputs(frame: pd.DataFrame, paper: Paper, metric: str = WIN_RATE, last: int = 1):
+    cells = tables.table1_cells(frame, paper, metric=metric, last=last)
+    return cells, tables.table1_display(cells, paper)
+
+
+def write_table(df: pd.DataFrame, directory: Path, stem: str, caption: str = "",
+                cells: pd.DataFrame | None = None) -> list[Path]:
+    """`stem`.md (people), .tex (papers), .csv (the numbers: ``cells`` when given)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{stem}.md", directory / f"{stem}.tex", directory / f"{stem}.csv"]
+    paths[0].write_text((f"*{caption}*\n\n" if caption else "") + markdown_table(df) + "\n")
+    paths[1].write_text(latex_table(df, caption=caption, label=f"tab:{stem}") + "\n")
+    (cells if cells is not None else df).to_csv(paths[2], index=False)
+    return paths
+
+
+def aggregate_outputs(frame: pd.DataFrame, metric: str = WIN_RATE, last: int = 1):
+    """rliable aggregates over the SMAC-like maps every algorithm ran."""
+    rows = frame[(frame["metric"] == metric) & frame["map"].notna() & (frame["team"] != RUN_WIDE)]
+    finals = final_values(rows, metric, last=last, by=["map", "env", "team_algo"])
+    if finals.empty:
+        raise ConfigError(f"no runs log {metric} on a SMAC-like map")
+    matrices, tasks = score_matrices(finals, task_cols=["env", "map"])
+    if not tasks or not matrices:
+        raise ConfigError("the algorithms share no map: aggregate scores need the same tasks for all")
+    return aggregate_table(matrices), matrices, tasks
+
+
+def summary_by_task(frame: pd.DataFrame, paper: Paper, last: int = 1) -> pd.DataFrame:
+    """Final value of each task's main test metric per algorithm (mean and 95% t interval over seeds)."""
+    rows = tables.learning_rows(frame)
+    out = []
+    for (env, map_name, n), task in rows.groupby(["env", "map", "N"], observed=True, dropna=False):
+        metric = tables.primary_metric(task)
+        summary = summarize(final_values(task, metric, last=last, by=["team_algo"]), ["team_algo"],
+                            bounds=tables.rate_bounds(metric))
+        for r in summary.itertuples(index=False):
+            out.append({"task": tables.task_label(env, map_name, n), "metric": metric,
+                        "algorithm": paper.label(r.team_algo),
+                        "final (mean [95% CI] n)": tables.ci_text(r.mean, r.ci_low, r.ci_high, r.n_seeds),
+                        "env steps": tables.fmt_steps(r.steps)})
+    return pd.DataFrame(out)
+
+
+def runs_overview(frame: pd.DataFrame) -> pd.DataFrame:
+    runs = runs_table(frame)
+    reached = frame.groupby("run_id", observed=True)["step"].max()
+    out = runs[["run_id", "algo", "env", "map", "N", "m", "clip", "seed", "status"]].copy()
+    out["env steps"] = out["run_id"].map(reached).map(tables.fmt_steps)
+    return out.sort_values(["env", "map", "N", "algo", "seed"], na_position="first").reset_index(drop=True)
+
+
+def fmt_summary(df: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
+    """A summarize() frame for people: key columns, "mean [CI] n", steps reached."""
+    out = df[list(key)].copy()
+    out["final (mean [95% CI] n)"] = [tables.ci_text(r.mean, r.ci_low, r.ci_high, r.n_seeds)
+                                      for r in df.itertuples(index=False)]
+    out["env steps"] = df["steps"].map(tables.fmt_steps)
+    return out
+
+
+# ----------------------------------------------------------------------------- the whole report
+
+def build_report(frame: pd.DataFrame, paper: Paper, out: Path, source: str, formats: Sequence[str] = ("png", "svg"),
+                 last: int = 1, any_settings: bool = False, log: Callable[[str], None] = lambda s: None) -> list[Path]:
+    """Write index.md, index.html, figures/ and tables/ into ``out``. Everything but the ablations uses
+    the runs with the paper's hyper-parameters (ASAE m = 10, clip 0.1) unless ``any_settings``."""
+    from analysis import claims as claims_mod
+    from analysis import figures
+
+    out.mkdir(parents=True, exist_ok=True)
+    figdir, tabdir = out / "figures", out / "tables"
+    doc = Document("ASAE reproduction report")
+    n_runs = frame["run_id"].nunique()
+    skipped = frame.attrs.get("skipped") or []
+    everything, frame = frame, (frame if any_settings else paper.paper_settings(frame))
+    variants = n_runs - frame["run_id"].nunique()
+    doc.text(f"Generated {dt.datetime.now().isoformat(timespec='seconds')} from `{source}`: {n_runs} run(s)"
+             + (f", {len(skipped)} unreadable run(s) skipped (listed at the end)" if skipped else "")
+             + ". Paper: Wan et al., *Multi-agent Policy Optimization with Approximatively Synchronous Advantage "
+               "Estimation* (arXiv 2012.03488). Each number is the mean over seeds of every run's last test "
+               "evaluation, with a 95% Student-t interval and the number of seeds (n)."
+             + (f" {variants} run(s) with other hyper-parameters than the paper's (e.g. ASAE m != 10 or clip != 0.1) "
+                "appear only in the ablations." if variants else ""))
+
+    def figure(stem: str, caption: str, make: Callable[[], object]) -> None:
+        try:
+            fig = make()
+        except ConfigError as exc:
+            doc.text(f"*{caption.split(':')[0]}: not in these runs: {exc}*")
+            return
+        figures.save(fig, figdir, stem, formats)
+        doc.figure(f"figures/{stem}.{formats[0]}", caption)
+        log(f"  figure {stem}")
+
+    def table(stem: str, caption: str, make: Callable[[], pd.DataFrame], cells=None) -> pd.DataFrame | None:
+        try:
+            df = make()
+        except ConfigError as exc:
+            doc.text(f"*{caption}: not in these runs: {exc}*")
+            return None
+        if df is None or df.empty:
+            doc.text(f"*{caption}: not in these runs.*")
+            return None
+        write_table(df, tabdir, stem, caption)
+        doc.table(df, caption)
+        return df
+
+    # Claims first: the verdicts are what a reader wants.
+    doc.heading("Claims of the paper")
+    verdicts = claims_mod.evaluate(frame, paper)
+    counts = verdicts["verdict"].value_counts()
+    doc.text(", ".join(f"{counts.get(v, 0)} {v}" for v in
+                       (claims_mod.AGREES, claims_mod.DISAGREES, claims_mod.INCONCLUSIVE, claims_mod.NOT_RUN))
+             + ". A claim about a longer training than our runs had is *inconclusive*, never *disagrees*; "
+               "maps SMAX cannot express are *not run here* unless real SMAC runs exist.")
+    write_table(verdicts, tabdir, "claims", "Claims")
+    doc.table(verdicts[["source", "claim", "paper", "ours", "verdict", "why"]])
+
+    doc.heading("Table 1: test win rate after training (SMAC maps)")
+    cells, display = table1_outputs(frame, paper, last=last)
+    write_table(display, tabdir, "table1", "Test win rates: ours beside the paper's Table 1", cells=cells)
+    doc.table(display, "Ours: mean [95% t interval] n=seeds of each run's final test win rate. Paper: Table 1.")
+    notes = [f"{r.map}: {r.note}" for r in paper.maps.itertuples(index=False) if isinstance(r.note, str) and r.note]
+    doc.text("SMAX (JaxMARL) stands in for StarCraft II where it can express a map; its unit balance is not "
+             "SMAC's, so its numbers are comparable in trend, not digit by digit. "
+             + " ".join(f"{n}." for n in notes))
+    table("aggregate", "rliable aggregates over the SMAC-like maps all algorithms ran "
+                       "(95% stratified bootstrap intervals)",
+          lambda: _aggregate_display(aggregate_outputs(frame, last=last)[0], paper))
+    figure("aggregate", "Aggregate win rate (IQM, mean, median, optimality gap) with 95% bootstrap intervals",
+           lambda: figures.aggregates(aggregate_outputs(frame, last=last)[0], paper))
+    figure("performance-profile", "Performance profiles: fraction of runs with final win rate above tau",
+           lambda: _profile_figure(frame, paper, last))
+    figure("curves-smac", "Fig. 3: test win rate vs env steps on SMAC-like maps (mean, 95% CI over seeds)",
+           lambda: figures.curves(select_preset(frame, "smac"), paper=paper))
+
+    doc.heading("Simple spread (Fig. 5)")
+    figure("curves-spread", "Fig. 5: test return on simple spread (mean, 95% CI over seeds)",
+           lambda: figures.curves(select_preset(frame, "spread"), paper=paper))
+    table("spread", "Final test return on simple spread", lambda: summary_by_task(select_preset(frame, "spread"), paper, last))
+    doc.text("The paper counts MPE training in iterations: one iteration = every parallel env playing one "
+             "episode (4 envs x 150 steps = 600 env steps with the paper's settings, `asae train with mpe_paper`).")
+
+    doc.heading("Predator-prey (Figs. 6-8)")
+    figure("curves-predator", "Fig. 6: predators' test return vs random prey",
+           lambda: figures.curves(select_preset(frame, "predator"), paper=paper))
+    figure("competitive", "Fig. 7: competitive training, each team's test return (mean, 95% CI)",
+           lambda: figures.competitive(tables.competitive_runs(frame), paper=paper))
+    table("competitive", "Fig. 7 in numbers: final test return per team",
+          lambda: fmt_summary(tables.competitive_table(frame, paper, last=last), ["N", "setting", "team_label"]))
+    figure("capture-rate", "Fig. 8: capture rate of the trained predators (95% t interval over seeds)",
+           lambda: figures.capture_bars(tables.capture_table(frame, paper, last=last)))
+    table("capture-rate", "Fig. 8 in numbers: final capture rate",
+          lambda: fmt_summary(tables.capture_table(frame, paper, last=last), ["N", "setting"]))
+
+    doc.heading("Ablations (Figs. 9 and 11)")
+    for param, fig_no, what in (("m", 9, "number of joint-action samples m"), ("clip", 11, "clip range")):
+        figure(f"ablation-{param}", f"Fig. {fig_no}: ASAE with different {what}",
+               lambda p=param: figures.ablation(ablation_frame(everything, p), p))
+        table(f"ablation-{param}", f"Fig. {fig_no} in numbers: final value by {what}",
+              lambda p=param: fmt_summary(tables.param_table(ablation_frame(everything, p), p, last=last),
+                                          ["task", "metric", p]))
+
+    doc.heading("Runs")
+    doc.table(runs_overview(everything))
+    if skipped:
+        doc.heading("Unreadable runs (skipped)", 3)
+        doc.table(pd.DataFrame(skipped, columns=["run", "reason"]))
+    return doc.write(out)
+
+
+def ablation_frame(frame: pd.DataFrame, param: str) -> pd.DataFrame:
+    """For the clip ablation, clip values become labels and ASAE without clipping (learner.clip = null)
+    is "none"."""
+    if param != "clip":
+        return frame
+    frame = frame.copy()
+    labels = frame["clip"].astype(object).map(lambda v: None if pd.isna(v) else f"{v:g}")
+    labels[(frame["team_algo"] == "asae").to_numpy() & frame["clip"].isna().to_numpy()] = "none"
+    frame["clip"] = labels
+    return frame
+
+
+def _aggregate_display(table: pd.DataFrame, paper: Paper) -> pd.DataFrame:
+    out = pd.DataFrame({"algorithm": table["algo"].map(paper.label), "statistic": table["statistic"],
+                        "value [95% CI]": [f"{v:.2f} [{lo:.2f}, {hi:.2f}]" for v, lo, hi in
+                                           zip(table["value"], table["ci_low"], table["ci_high"])],
+                        "runs x maps": [f"{r} x {t}" for r, t in zip(table["runs"], table["tasks"])]})
+    return out
+
+
+def _profile_figure(frame: pd.DataFrame, paper: Paper, last: int):
+    from analysis import figures
+
+    _, matrices, _ = aggregate_outputs(frame, last=last)
+    taus = np.linspace(0.0, 1.0, 41)
+    profiles, cis = performance_profiles(matrices, taus)
+    return figures.performance_profile(profiles, cis, taus, paper)

@@ -1,0 +1,180 @@
+"""Table 1, the other tables and the claim verdicts, from Sacred runs that log known values."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+from scipy import stats
+from test_analysis_support import curve, make_experiment, run
+
+from analysis import tables
+from analysis.claims import evaluate
+from analysis.loaders import load_runs
+from analysis.paper import load_paper
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return load_paper()
+
+
+def sacred_runs(root, specs):
+    """specs: (algo, map, seed, final win rate); each run logs a rising test win-rate curve."""
+    from sacred.observers import FileStorageObserver
+
+    ex = make_experiment()
+    obs = FileStorageObserver(str(root))
+    for algo, map_name, seed, final in specs:
+        run(ex, [obs], algo=algo, seed=seed, env={"name": "smax", "map_name": map_name},
+            run_key=f"{algo}-{map_name}-{seed}", metrics={"test_battle_won_mean": curve(final)})
+    return load_runs(root)
+
+
+def half_width(n: int, sd: float) -> float:
+    return stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+
+
+def test_table1_cells_are_exact(tmp_path, paper):
+    frame = sacred_runs(tmp_path, [("asae", "3m", 0, 1.0), ("asae", "3m", 1, 0.8),
+                                   ("coma", "3m", 0, 0.5), ("coma", "3m", 1, 0.7), ("coma", "3m", 2, 0.6),
+                                   ("asae", "8m", 0, 0.9)])
+    cells = tables.table1_cells(frame, paper)
+    ours = cells[cells["mean"].notna()].set_index(["map", "algo"])
+    assert sorted(ours.index) == [("3m", "asae"), ("3m", "coma"), ("8m", "asae")]
+    asae = ours.loc[("3m", "asae")]
+    assert asae["env"] == "smax" and asae["n_seeds"] == 2 and asae["steps"] == 4000
+    assert asae["mean"] == pytest.approx(0.9) and asae["paper"] == 1.0
+    # 0.9 +- 12.7 * 0.1 leaves [0, 1]: a win rate's interval is clipped to it.
+    assert (asae["ci_low"], asae["ci_high"]) == (0.0, 1.0)
+    coma = ours.loc[("3m", "coma")]
+    assert coma["mean"] == pytest.approx(0.6) and coma["paper"] == 0.81 and coma["n_seeds"] == 3
+    assert coma["ci_low"] == pytest.approx(0.6 - half_width(3, 0.1))
+    assert coma["ci_high"] == pytest.approx(0.6 + half_width(3, 0.1))
+    one = ours.loc[("8m", "asae")]
+    assert one["mean"] == pytest.approx(0.9) and one["n_seeds"] == 1 and math.isnan(one["ci_low"])
+    # Every cell of the paper's Table 1 is there, run or not.
+    assert len(cells) == 40 + 0 and cells["paper"].notna().sum() == 40
+    assert cells.set_index(["map", "algo"]).loc[("MMM2", "asae"), "paper"] == 0.78
+
+    display = tables.table1_display(cells, paper).set_index("map")
+    assert display.loc["3m", "backend"] == "smax"
+    assert display.loc["3m", "ASAE ours"] == "0.90 [0.00, 1.00] n=2"
+    assert display.loc["3m", "ASAE paper"] == "1.00"
+    assert display.loc["3m", "COMA ours"] == "0.60 [0.35, 0.85] n=3"
+    assert display.loc["8m", "ASAE ours"] == "0.90 n=1"
+    assert display.loc["3s5z", "ASAE ours"] == "—" and display.loc["3s5z", "ASAE paper"] == "0.95"
+    assert display.loc["MMM2", "note"].startswith("not run here; needs real StarCraft II")
+    assert "scripted policy" in display.loc["2m_vs_1z", "note"]
+
+
+def test_confidence_intervals_shrink_with_more_seeds(tmp_path, paper):
+    widths = []
+    for n in (2, 4, 8):
+        specs = [("coma", "3m", s, 0.5 if s % 2 else 0.7) for s in range(n)]
+        cells = tables.table1_cells(sacred_runs(tmp_path / str(n), specs), paper)
+        cell = cells[(cells["algo"] == "coma") & cells["mean"].notna()].iloc[0]
+        assert cell["mean"] == pytest.approx(0.6) and cell["n_seeds"] == n
+        widths.append(cell["ci_high"] - cell["ci_low"])
+    assert widths[0] > widths[1] > widths[2] > 0
+
+
+def test_last_k_averages_the_final_evaluations(tmp_path, paper):
+    frame = sacred_runs(tmp_path, [("asae", "3m", 0, 1.0)])
+    cells = tables.table1_cells(frame, paper, last=2)
+    assert cells[cells["mean"].notna()]["mean"].iloc[0] == pytest.approx((0.75 + 1.0) / 2)
+
+
+def with_claims(paper, *claims):
+    return dataclasses.replace(paper, claims=list(claims))
+
+
+def claim(**fields):
+    return {"id": "c", "text": "t", "metric": "test_battle_won_mean", "tolerance": 0.1, **fields}
+
+
+def test_claim_verdicts(tmp_path, paper):
+    frame = sacred_runs(tmp_path, [("asae", "3m", 0, 1.0), ("asae", "3m", 1, 1.0), ("asae", "3m", 2, 0.95),
+                                   ("coma", "3m", 0, 0.0), ("coma", "3m", 1, 0.05), ("coma", "3m", 2, 0.0)])
+    small = {"budget": 4000, "budget_unit": "env_steps"}
+    p = with_claims(paper,
+                    claim(id="value-ok", kind="value", map="3m", algo="asae", paper=1.0, **small),
+                    claim(id="value-bad", kind="value", map="3m", algo="coma", paper=0.81, **small),
+                    claim(id="too-short", kind="value", map="3m", algo="asae", paper=1.0, budget=3_000_000),
+                    claim(id="beats", kind="beats", map="3m", algo="asae", versus="coma", **small),
+                    claim(id="worse", kind="not_worse", map="3m", algo="coma", versus="asae", **small),
+                    claim(id="best", kind="best", map="3m", algo="asae", versus="coma,qmix", **small),
+                    claim(id="sc2", kind="value", map="MMM2", algo="asae", paper=0.78, **small),
+                    claim(id="no-qmix", kind="not_worse", map="3m", algo="asae", versus="qmix", **small),
+                    claim(id="huh", kind="nonsense"))
+    verdicts = evaluate(frame, p).set_index("id")
+    assert verdicts.loc["value-ok", "verdict"] == "agrees"
+    assert verdicts.loc["value-bad", "verdict"] == "disagrees"
+    assert verdicts.loc["too-short", "verdict"] == "inconclusive"
+    assert "4k env steps" in verdicts.loc["too-short", "why"] and "3M" in verdicts.loc["too-short", "why"]
+    assert verdicts.loc["beats", "verdict"] == "agrees"
+    assert verdicts.loc["worse", "verdict"] == "disagrees"
+    assert verdicts.loc["best", "verdict"] == "agrees" and "not run: qmix" in verdicts.loc["best", "why"]
+    assert verdicts.loc["sc2", "verdict"] == "not run here"
+    assert "needs real StarCraft II" in verdicts.loc["sc2", "why"]
+    assert verdicts.loc["no-qmix", "verdict"] == "not run here"
+    assert verdicts.loc["huh", "verdict"] == "inconclusive" and "unknown claim kind" in verdicts.loc["huh", "why"]
+    assert verdicts.loc["value-ok", "ours"].startswith("0.98 [")
+
+
+def competitive_runs(root, captures):
+    """captures: {(N, predator algo, prey algo): final capture rate}."""
+    from sacred.observers import FileStorageObserver
+
+    ex = make_experiment()
+    obs = FileStorageObserver(str(root))
+    for (n, pred, prey), rate in captures.items():
+        run(ex, [obs], env={"name": "predator_prey", "n_predators": n, "n_prey": n, "episode_limit": 25},
+            teams={"predator": pred, "prey": prey}, run_key=f"{n}-{pred}-{prey}", n_envs=4,
+            metrics={"predator/test_capture_rate_mean": curve(rate), "predator/test_return_mean": curve(rate * 10),
+                     "prey/test_return_mean": curve(-rate * 10)})
+    return load_runs(root)
+
+
+def test_competitive_gap_claim_and_capture_table(tmp_path, paper):
+    frame = competitive_runs(tmp_path, {(2, "asae", "coma"): 0.5, (2, "coma", "asae"): 0.4,
+                                        (4, "asae", "coma"): 0.8, (4, "coma", "asae"): 0.3})
+    table = tables.capture_table(frame, paper).set_index(["N", "setting"])
+    assert table.loc[(2, "ASAE predator vs COMA prey"), "mean"] == pytest.approx(0.5)
+    assert table.loc[(4, "COMA predator vs ASAE prey"), "mean"] == pytest.approx(0.3)
+    returns = tables.competitive_table(frame, paper).set_index(["N", "setting", "team_label"])
+    assert returns.loc[(4, "ASAE predator vs COMA prey", "prey (COMA)"), "mean"] == pytest.approx(-8.0)
+    gap = claim(id="gap", kind="gap_grows", metric="test_capture_rate_mean", team="predator", algo="asae",
+                versus="coma", budget=1, budget_unit="iterations")
+    verdict = evaluate(frame, with_claims(paper, gap)).iloc[0]
+    assert verdict["verdict"] == "agrees" and verdict["ours"].endswith("N=2: +0.10, N=4: +0.50")
+    shrinking = competitive_runs(tmp_path / "b", {(2, "asae", "coma"): 0.9, (2, "coma", "asae"): 0.1,
+                                                  (4, "asae", "coma"): 0.6, (4, "coma", "asae"): 0.5})
+    assert evaluate(shrinking, with_claims(paper, gap)).iloc[0]["verdict"] == "disagrees"
+
+
+def test_param_table_compares_ablation_values(tmp_path):
+    from sacred.observers import FileStorageObserver
+
+    ex = make_experiment()
+    obs = FileStorageObserver(str(tmp_path))
+    for m, final in ((1, 0.2), (5, 0.6), (10, 0.9)):
+        for seed in (0, 1):
+            run(ex, [obs], learner={"m": m, "clip": 0.1}, seed=seed, run_key=f"m{m}-{seed}",
+                metrics={"test_battle_won_mean": curve(final)})
+    table = tables.param_table(load_runs(tmp_path), "m")
+    assert list(table["m"]) == [1, 5, 10]
+    assert list(table["mean"].round(6)) == [0.2, 0.6, 0.9] and set(table["task"]) == {"smax 3m"}
+
+
+def test_paper_settings_keep_asae_with_m10_clip01(tmp_path, paper):
+    from sacred.observers import FileStorageObserver
+
+    ex = make_experiment()
+    obs = FileStorageObserver(str(tmp_path))
+    for key, learner in (("paper", {"m": 10, "clip": 0.1}), ("m1", {"m": 1, "clip": 0.1}),
+                         ("noclip", {"m": 10, "clip": None}), ("unknown", {})):
+        run(ex, [obs], learner=learner, run_key=key, metrics={"test_battle_won_mean": curve(1.0)})
+    run(ex, [obs], algo="coma", learner={"m": 3}, run_key="coma", metrics={"test_battle_won_mean": curve(1.0)})
+    frame = load_runs(tmp_path)
+    assert set(paper.paper_settings(frame)["run_key"]) == {"paper", "unknown", "coma"}
