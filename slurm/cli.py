@@ -1,0 +1,288 @@
+"""`asae sweep` and `asae status`: expand a preset into runs, submit what is not done, show where runs are.
+
+    asae sweep list                                  the presets, with run counts
+    asae sweep PRESET [--seeds N] [--set P=V] [--config K=V] [--dry-run] [--executor slurm|local|debug] ...
+    asae status PRESET [the same arguments]          per run: pending / running / completed / failed / interrupted
+
+Submitting is idempotent: every run is identified by its run_key; completed runs are skipped, runs that
+a job is working on are left alone, interrupted and failed runs are resubmitted and resume from their
+latest checkpoint. Every run config is validated before anything is submitted.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from envs.config import ConfigError
+from experiments import sweeps
+from slurm import executors
+from slurm.executors import ExecutorOptions
+from slurm.jobs import RunJob
+from slurm.state import STATUSES, RunStatus, SweepState, run_statuses
+
+DEFAULT_RESULTS = "results"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (and exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("preset", help="a preset name (`asae sweep list`) or a path to a preset .toml file")
+    p.add_argument("--seeds", help="seeds: a count (5 = seeds 0-4), a range (3-7) or a list (0,4,7); "
+                                   "default: the preset's")
+    p.add_argument("--set", dest="params", action="append", default=[], metavar="NAME=VALUE",
+                   help="a preset parameter (e.g. --set map=3m); repeatable")
+    p.add_argument("--config", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config update for every run (e.g. --config t_max=50000 --config device=cuda); "
+                        "it changes the runs' identity")
+    p.add_argument("--results", default=DEFAULT_RESULTS, metavar="DIR",
+                   help="results root: runs go to DIR/runs, the sweep's logs and state to DIR/sweeps/PRESET "
+                        f"(default: {DEFAULT_RESULTS})")
+    p.add_argument("--preset-file", action="append", default=[], metavar="FILE", help="your own preset file; repeatable")
+    p.add_argument("--preset-dir", action="append", default=[], metavar="DIR", help="a folder of preset files; repeatable")
+
+
+def _add_executor(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("executor")
+    g.add_argument("--executor", default="slurm", choices=executors.EXECUTORS,
+                   help="slurm: one job array; local: a few runs at a time on this machine; debug: in this process")
+    g.add_argument("--time", type=int, default=ExecutorOptions.time, metavar="MIN",
+                   help="time limit per job in minutes (runs that need longer checkpoint and requeue) "
+                        f"(default: {ExecutorOptions.time})")
+    g.add_argument("--cpus-per-task", type=int, default=1, metavar="N", help="CPUs per run (and torch threads)")
+    g.add_argument("--array-parallelism", "--parallel", "-j", type=int, metavar="N",
+                   help="runs at once (slurm default: 256, local default: 2)")
+    g.add_argument("--partition", help="slurm partition")
+    g.add_argument("--gpus-per-task", type=int, metavar="N", help="slurm: GPUs per run")
+    g.add_argument("--mem", help="slurm: memory per run, e.g. 16G")
+    g.add_argument("--account", help="slurm account")
+    g.add_argument("--qos", help="slurm quality of service")
+    g.add_argument("--constraint", help="slurm node constraint")
+    g.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other sbatch option (e.g. --sbatch exclusive=true --sbatch mail-type=END); repeatable")
+
+
+def _executor_options(args: argparse.Namespace) -> ExecutorOptions:
+    extra = {}
+    for item in args.sbatch:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--sbatch {item!r}: expected KEY=VALUE (e.g. --sbatch exclusive=true)")
+        extra[key.strip().lstrip("-")] = value.strip()
+    options = ExecutorOptions(
+        executor=args.executor, time=args.time, cpus_per_task=args.cpus_per_task,
+        array_parallelism=args.array_parallelism, partition=args.partition, gpus_per_task=args.gpus_per_task or None,
+        mem=args.mem, account=args.account, qos=args.qos, constraint=args.constraint, sbatch=extra)
+    options.check()
+    return options
+
+
+class Sweep:
+    """A preset expanded with the user's arguments: its runs, validated, and where they live."""
+
+    def __init__(self, args: argparse.Namespace):
+        path = sweeps.locate(args.preset, args.preset_file, args.preset_dir)
+        self.preset = sweeps.load_preset(path)
+        sweeps.check_algos(self.preset)
+        params = dict(sweeps.parse_assignment(p, "--set") for p in args.params)
+        overrides = dict(sweeps.parse_assignment(c, "--config") for c in args.overrides)
+        seeds = None if args.seeds is None else sweeps.parse_seeds(args.seeds)
+        specs = sweeps.expand(self.preset, seeds, params, overrides)
+        configs = sweeps.resolve(self.preset, specs)
+        # One run per run_key, in preset order (a grid may name the same config twice).
+        unique: dict[str, tuple[sweeps.RunSpec, dict[str, Any]]] = {}
+        for spec, config in zip(specs, configs):
+            unique.setdefault(config["run_key"], (spec, config))
+        self.runs = unique
+        self.columns = sweeps.varying_keys([spec for spec, _ in unique.values()])
+        root = Path(args.results).resolve()
+        self.results_dir = root / "runs"
+        self.folder = root / "sweeps" / self.preset.name
+        self.state = SweepState(self.folder)
+
+    def statuses(self) -> list[RunStatus]:
+        return run_statuses(list(self.runs), self.results_dir, self.state)
+
+    def job(self, run_key: str, threads: int | None) -> RunJob:
+        spec, _ = self.runs[run_key]
+        return RunJob(spec.config_updates, spec.named_configs, str(self.results_dir), run_key, threads)
+
+    def table(self, statuses: Sequence[RunStatus], extra: dict[str, list[str]] | None = None) -> str:
+        headers = ["run_key", *self.columns, "status", "t_env", "job", "job_state", "run_dir"]
+        rows = []
+        for st in statuses:
+            labels = sweeps.describe(self.runs[st.run_key][0], self.columns)
+            rows.append([st.run_key, *labels.values(), st.status, str(st.t_env) if st.t_env else "-",
+                         st.job_id or "-", st.job_state or "-", _short(st.run_dir)])
+        if extra:
+            for name, values in extra.items():
+                headers.append(name)
+                for row, value in zip(rows, values):
+                    row.append(value)
+        return format_table(headers, rows)
+
+
+def _short(path: Path | None) -> str:
+    if path is None:
+        return "-"
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip() for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def summary(statuses: Sequence[RunStatus]) -> str:
+    counts = {s: sum(st.status == s for st in statuses) for s in STATUSES}
+    return f"{len(statuses)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def _action(st: RunStatus) -> str:
+    if st.status == "completed":
+        return "skip (completed)"
+    if st.active:
+        return f"skip ({st.status}{', job ' + st.job_id if st.job_id else ''})"
+    if st.resume_from is not None:
+        return f"resume ({_short(st.resume_from.parent)})"
+    return "submit" if st.status == "pending" else "submit (from scratch)"
+
+
+# --- asae sweep -----------------------------------------------------------------------------------
+def sweep_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="asae sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_selection(p)
+    _add_executor(p)
+    p.add_argument("--dry-run", action="store_true", help="print the runs and the sbatch settings; submit nothing")
+    p.add_argument("--wait", action="store_true", help="slurm: wait until the submitted runs end, with progress")
+    return p
+
+
+def list_presets(argv: Sequence[str]) -> int:
+    p = _Parser(prog="asae sweep list", description="the sweep presets, with their run counts")
+    p.add_argument("--preset-file", action="append", default=[], metavar="FILE")
+    p.add_argument("--preset-dir", action="append", default=[], metavar="DIR")
+    args = p.parse_args(argv)
+    rows = []
+    for name, path in sorted(sweeps.find_presets(args.preset_file, args.preset_dir).items()):
+        preset = sweeps.load_preset(path)
+        specs = sweeps.expand(preset)
+        per_seed = len(specs) // preset.seeds
+        params = " ".join(f"{k}={v}" for k, v in preset.params.items()) or "-"
+        missing = sweeps.missing_components(preset, specs)
+        note = f" [not registered yet: {', '.join(missing)}]" if missing else ""
+        rows.append([name, str(len(specs)), f"{per_seed} x {preset.seeds}", params, preset.description + note])
+    print(format_table(["preset", "runs", "configs x seeds", "params (--set)", "description"], rows))
+    return 0
+
+
+def sweep_main(argv: Sequence[str]) -> int:
+    argv = list(argv)
+    if argv[:1] == ["list"]:
+        return list_presets(argv[1:])
+    args = sweep_parser().parse_args(argv)
+    options = _executor_options(args)
+    job_name = f"asae-{Path(args.preset).stem}"
+    if options.executor == "slurm":
+        executors.check_slurm_parameters(options, job_name)
+    sweep = Sweep(args)
+    statuses = sweep.statuses()
+    todo = [st for st in statuses if st.status != "completed" and not st.active]
+    n_done = sum(st.status == "completed" for st in statuses)
+    n_active = sum(st.active for st in statuses)
+    n_resume = sum(st.resume_from is not None for st in todo)
+    print(f"{sweep.preset.name}: {sweep.preset.description}")
+    print(f"{len(statuses)} runs: {len(todo)} to submit ({n_resume} resume from a checkpoint), "
+          f"{n_done} completed, {n_active} running or queued; runs in {_short(sweep.results_dir)}, "
+          f"logs in {_short(sweep.folder)}")
+    if args.dry_run:
+        print()
+        print(sweep.table(statuses, {"action": [_action(st) for st in statuses]}))
+        print()
+        if options.executor == "slurm" and todo:
+            print(f"sbatch script submitit would write for {len(todo)} run(s):")
+            print(executors.sbatch_preview(options, job_name, sweep.folder / "logs", len(todo)))
+        elif todo:
+            print(f"--executor {options.executor}: {options.parallel if options.executor == 'local' else 1} run(s) "
+                  f"at a time, time limit {options.time} min")
+        print("dry run: nothing submitted")
+        return 0
+    if not todo:
+        print("nothing to submit")
+        return 0
+    jobs = {st.run_key: sweep.job(st.run_key, options.cpus_per_task) for st in todo}
+    record = lambda ids: sweep.state.record(options.executor, ids)  # noqa: E731
+    if options.executor == "slurm":
+        ids = executors.submit_slurm(jobs, options, sweep.folder / "logs", job_name)
+        record(ids)
+        first = next(iter(ids.values()))
+        what = f"job array {first.split('_')[0]} ({len(ids)} tasks, at most {min(options.parallel, len(ids))} at once)" \
+            if "_" in first else f"job {first}"
+        print(f"submitted {len(ids)} run(s) as SLURM {what}")
+        status_cmd = "asae status " + " ".join(shlex.quote(a) for a in argv if a not in ("--wait", "--dry-run"))
+        if args.wait:
+            return wait_slurm(sweep, list(ids))
+        print(f"follow with: {status_cmd}")
+        return 0
+    if options.executor == "local":
+        errors = executors.run_local(jobs, options, sweep.folder / "logs", record)
+    else:
+        errors = executors.run_debug(jobs, record)
+    failed = [k for k, e in errors.items() if e is not None]
+    print(summary(sweep.statuses()))
+    return 1 if failed else 0
+
+
+def wait_slurm(sweep: Sweep, run_keys: list[str], poll_s: float = 2.0) -> int:
+    """Wait until no job works on these runs any more; show finished / submitted counts."""
+    keys = set(run_keys)
+    unknown_polls = {key: 0 for key in keys}  # squeue/sacct may miss a job for a moment: wait a few polls
+    progress = executors.Progress(len(keys), "runs finished")
+    try:
+        while True:
+            current = [st for st in sweep.statuses() if st.run_key in keys]
+            for st in current:
+                unknown_polls[st.run_key] = unknown_polls[st.run_key] + 1 if not st.job_state else 0
+            finished = [st for st in current if not st.active
+                        and (st.status == "completed" or st.job_state or unknown_polls[st.run_key] >= 5)]
+            progress.update(len(finished), running=sum(st.status == "running" for st in current),
+                            completed=sum(st.status == "completed" for st in current))
+            if len(finished) == len(keys):
+                break
+            time.sleep(poll_s)
+    finally:
+        progress.close()
+    print(summary(current))
+    return 0 if all(st.status == "completed" for st in current) else 1
+
+
+# --- asae status ----------------------------------------------------------------------------------
+def status_main(argv: Sequence[str]) -> int:
+    p = _Parser(prog="asae status", description="per-run status of a sweep (the same arguments as `asae sweep`; "
+                                                "executor options are accepted and ignored)")
+    _add_selection(p)
+    _add_executor(p)
+    p.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--wait", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(list(argv))
+    sweep = Sweep(args)
+    statuses = sweep.statuses()
+    print(sweep.table(statuses))
+    print(summary(statuses))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(sweep_main(sys.argv[1:]))

@@ -1,0 +1,201 @@
+"""submitit executors for sweeps: ``slurm`` (one job array), ``local`` (a few runs at a time on this
+machine, with a progress bar) and ``debug`` (one after another in this process)."""
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from envs.config import ConfigError, require
+from slurm.jobs import RunJob
+
+EXECUTORS = ("slurm", "local", "debug")
+MAX_TIMEOUT_REQUEUES = 20  # a run longer than the time limit is requeued (and resumed) this many times
+SLURM_ONLY = ("partition", "gpus_per_task", "mem", "account", "qos", "constraint", "sbatch")
+
+
+@dataclass
+class ExecutorOptions:
+    executor: str = "slurm"
+    time: int = 240  # minutes per job (slurm: the time limit; USR2 comes before it and the run requeues)
+    cpus_per_task: int = 1
+    array_parallelism: int | None = None  # slurm: tasks running at once (default 256); local: runs at once (2)
+    partition: str | None = None
+    gpus_per_task: int | None = None
+    mem: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    sbatch: dict[str, str] = field(default_factory=dict)  # more sbatch options: --sbatch KEY=VALUE
+
+    def check(self) -> None:
+        require(self.executor in EXECUTORS, f"--executor {self.executor!r} is not valid; choose one of {', '.join(EXECUTORS)}")
+        require(self.time >= 1, f"--time {self.time} is not valid; give the time limit in minutes (>= 1)")
+        require(self.cpus_per_task >= 1, f"--cpus-per-task {self.cpus_per_task} must be at least 1")
+        require(self.array_parallelism is None or self.array_parallelism >= 1,
+                f"--array-parallelism {self.array_parallelism} must be at least 1")
+        require(self.gpus_per_task is None or self.gpus_per_task >= 0, f"--gpus-per-task {self.gpus_per_task} must be >= 0")
+        require(self.mem is None or re.fullmatch(r"\d+(\.\d+)?[KMGT]?B?", self.mem, re.I) is not None,
+                f"--mem {self.mem!r} is not valid; use e.g. 16G or 4000M")
+        for key in self.sbatch:
+            require(re.fullmatch(r"[a-z][a-z0-9\-_]*", key) is not None,
+                    f"--sbatch {key!r}: not an sbatch option name (e.g. --sbatch exclusive=true --sbatch mail-type=END)")
+            own = key.replace("-", "_")
+            require(own not in ("time", "cpus_per_task", "array", "partition", "gpus_per_task", "mem", "account",
+                                "qos", "constraint", "output", "error", "job_name"),
+                    f"--sbatch {key}: use the sweep's own option (--{key.replace('_', '-')}) instead")
+        if self.executor != "slurm":
+            for name in SLURM_ONLY:
+                value = getattr(self, name)
+                require(not value, f"--{name.replace('_', '-')} only applies to --executor slurm "
+                                   f"(this sweep runs with --executor {self.executor})")
+
+    @property
+    def parallel(self) -> int:
+        return self.array_parallelism or (256 if self.executor == "slurm" else 2)
+
+    def slurm_parameters(self, job_name: str) -> dict[str, Any]:
+        """submitit SlurmExecutor parameters (names as in submitit's sbatch writer)."""
+        params: dict[str, Any] = {"job_name": job_name, "time": self.time, "cpus_per_task": self.cpus_per_task,
+                                  "array_parallelism": self.parallel}
+        for name in ("partition", "gpus_per_task", "mem", "account", "qos", "constraint"):
+            value = getattr(self, name)
+            if value:
+                params[name] = value
+        if self.sbatch:
+            params["additional_parameters"] = {k.replace("-", "_"): _sbatch_value(v) for k, v in self.sbatch.items()}
+        return params
+
+
+def _sbatch_value(value: Any) -> Any:
+    return True if value is True or str(value).lower() == "true" else str(value)
+
+
+def sbatch_preview(options: ExecutorOptions, job_name: str, folder: Path, n_jobs: int) -> str:
+    """The sbatch script submitit would write for this sweep (without submitting or needing SLURM)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    command = f"{sys.executable} -u -m submitit.core._submit {folder}"
+    return _make_sbatch_string(command=command, folder=str(folder), map_count=n_jobs if n_jobs > 1 else None,
+                               **options.slurm_parameters(job_name))
+
+
+def check_slurm_parameters(options: ExecutorOptions, job_name: str) -> None:
+    """Let submitit's own sbatch writer reject what it cannot express, as a one-line error."""
+    try:
+        sbatch_preview(options, job_name, Path("/nonexistent"), 1)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"executor options: {str(exc).splitlines()[0]}") from None
+
+
+def submit_slurm(jobs: Mapping[str, RunJob], options: ExecutorOptions, folder: Path, job_name: str) -> dict[str, str]:
+    """Submit all runs as one job array. Returns run_key -> SLURM job id ('123_4', or '123' for one run)."""
+    import submitit
+
+    if shutil.which("sbatch") is None:
+        raise ConfigError("--executor slurm: sbatch not found on this machine; start a local cluster "
+                          "(slurm/local_cluster.sh start) or use --executor local / debug")
+    executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_TIMEOUT_REQUEUES)
+    executor.update_parameters(**options.slurm_parameters(job_name))
+    try:
+        with executor.batch():
+            submitted = [executor.submit(job) for job in jobs.values()]
+    except Exception as exc:  # sbatch refused (bad partition, too much time...): submitit raises its output
+        lines = [ln for ln in str(exc).splitlines() if "error" in ln.lower()] or str(exc).splitlines() or [repr(exc)]
+        raise ConfigError(f"sbatch refused the job array: {lines[-1].strip()}") from None
+    return {key: job.job_id for key, job in zip(jobs, submitted)}
+
+
+class Progress:
+    """finished / total counts: a tqdm bar on a terminal, one line per change in a log file."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.last = total, desc, None
+        self.bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="run", desc=desc, dynamic_ncols=True)
+
+    def update(self, finished: int, **counts: int) -> None:
+        if self.bar is not None:
+            self.bar.n = finished
+            self.bar.set_postfix(counts, refresh=False)
+            self.bar.refresh()
+            return
+        line = f"{self.desc}: {finished}/{self.total} " + " ".join(f"{k}={v}" for k, v in counts.items())
+        if line != self.last:
+            print(line, file=sys.stderr, flush=True)
+            self.last = line
+
+    def write(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_local(jobs: Mapping[str, RunJob], options: ExecutorOptions, folder: Path,
+              on_submit: Callable[[dict[str, str]], None]) -> dict[str, str | None]:
+    """Run the jobs as local processes, ``options.parallel`` at a time. Returns run_key -> error (None: ok)."""
+    import submitit
+
+    executor = submitit.LocalExecutor(folder=folder, max_num_timeout=MAX_TIMEOUT_REQUEUES)
+    executor.update_parameters(timeout_min=options.time)
+    queue = list(jobs.items())
+    running: dict[str, Any] = {}
+    errors: dict[str, str | None] = {}
+    progress = Progress(len(queue), "local runs finished")
+    try:
+        while queue or running:
+            while queue and len(running) < options.parallel:
+                key, job = queue.pop(0)
+                running[key] = executor.submit(job)
+                on_submit({key: running[key].job_id})
+            for key, job in list(running.items()):
+                if not job.done():
+                    continue
+                del running[key]
+                try:
+                    job.result()
+                    errors[key] = None
+                except Exception as exc:  # noqa: BLE001 - reported per run, the others go on
+                    errors[key] = _last_line(exc)
+                    progress.write(f"run {key} failed: {errors[key]} (log: {job.paths.stderr})")
+            progress.update(len(errors), running=len(running), completed=sum(e is None for e in errors.values()),
+                            failed=sum(e is not None for e in errors.values()))
+            if running:
+                time.sleep(0.5)
+    finally:
+        progress.close()
+    return errors
+
+
+def run_debug(jobs: Mapping[str, RunJob], on_submit: Callable[[dict[str, str]], None]) -> dict[str, str | None]:
+    """Run the jobs one after another in this process (breakpoints and tracebacks work as usual)."""
+    errors: dict[str, str | None] = {}
+    for i, (key, job) in enumerate(jobs.items()):
+        print(f"[asae] debug run {i + 1}/{len(jobs)}: {key}", flush=True)
+        on_submit({key: "in-process"})
+        try:
+            job()
+            errors[key] = None
+        except Exception as exc:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+            errors[key] = _last_line(exc)
+    return errors
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__

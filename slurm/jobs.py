@@ -1,0 +1,104 @@
+"""One run of a sweep as a submitit job that survives preemption, timeouts and requeues.
+
+The job finds its own state on disk when it starts (``experiments.api.find_runs`` by run_key): a
+completed run is not run again, and an unfinished one resumes from the newest checkpoint. So every way
+a job can be restarted ends in one correct run: submitit's requeue after ``checkpoint()`` (USR2 on
+preemption or before the time limit), a bare ``scontrol requeue`` (which reruns the original pickle),
+a node failure, or the user resubmitting the sweep.
+
+Training runs in a worker thread so that the main thread stays free for submitit's signal handler:
+``checkpoint()`` sets the stop event, the trainer saves a checkpoint at the end of its iteration and the
+Sacred run ends INTERRUPTED, the thread is joined, and the returned DelayedSubmission is requeued.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+
+def latest_checkpoint(records) -> Path | None:
+    """The checkpoint to resume from: the newest run of the run_key that wrote one (a resumed run only
+    moves forward from the checkpoint it started at, so newer means further)."""
+    for record in reversed(records):
+        if record.checkpoint is not None:
+            return record.checkpoint
+    return None
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    def __init__(self, config_updates: dict[str, Any], named_configs: tuple[str, ...], results_dir: str,
+                 run_key: str, threads: int | None = None):
+        self.config_updates = config_updates
+        self.named_configs = tuple(named_configs)
+        self.results_dir = str(results_dir)
+        self.run_key = run_key
+        self.threads = threads
+        self._stop: threading.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_stop", "_thread")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _stop=None, _thread=None)
+
+    def __call__(self) -> dict[str, Any]:
+        from experiments.api import find_runs, resolve_config, train
+
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        run_key = resolve_config(self.config_updates, self.named_configs)["run_key"]
+        if run_key != self.run_key:
+            print(f"[asae] warning: this config is now run {run_key}, submitted as {self.run_key} "
+                  "(the code changed what identifies a run)", file=sys.stderr, flush=True)
+        records = find_runs(self.results_dir, run_key)
+        done = [r for r in records if r.status == "COMPLETED"]
+        if done:
+            print(f"[asae] run {run_key} already completed in {done[-1].run_dir}", flush=True)
+            return {"run_key": run_key, "status": "COMPLETED", "run_dir": str(done[-1].run_dir), "ran": False}
+        resume = latest_checkpoint(records)
+        if resume is not None:
+            print(f"[asae] run {run_key}: resuming from {resume}", flush=True)
+
+        self._stop = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                outcome["result"] = train(self.config_updates, self.named_configs, self.results_dir,
+                                          resume_from=None if resume is None else str(resume),
+                                          stop_event=self._stop, progress="log")
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                outcome["error"] = exc
+
+        self._thread = threading.Thread(target=target, name=f"asae-run-{run_key}")
+        self._thread.start()
+        try:
+            while self._thread.is_alive():
+                self._thread.join(timeout=0.5)  # short waits: signal handlers run between them
+        except KeyboardInterrupt:
+            self._stop.set()  # Ctrl-C on a local sweep: save a checkpoint, then stop
+            self._thread.join()
+            raise
+        if "error" in outcome:
+            raise outcome["error"]
+        result = outcome["result"]
+        if result.status != "COMPLETED":
+            raise RuntimeError(f"run {run_key} ended {result.status} in {result.run_dir}")
+        return {"run_key": run_key, "status": result.status, "run_dir": str(result.run_dir), "ran": True}
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Called by submitit on USR2 (preemption, time limit): stop at the end of the current iteration
+        with a checkpoint saved, then requeue this job; when it restarts it resumes from that checkpoint."""
+        if self._stop is not None:
+            self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        print(f"[asae] run {self.run_key}: checkpoint saved, requeueing", flush=True)
+        return submitit.helpers.DelayedSubmission(self)

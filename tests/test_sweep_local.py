@@ -1,0 +1,57 @@
+"""The local executor: a few runs at a time on this machine; a run killed with -9 resumes on resubmission."""
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest_slurm import asae, assert_continuous, runs_of, tiny_preset, wait_until
+
+pytestmark = pytest.mark.slow
+
+T_MAX = 2000
+CHECKPOINT_INTERVAL = 100
+
+
+def logged_t_env(logs: Path) -> int:
+    """The furthest t_env the local jobs printed (progress lines reach the log at once: python -u)."""
+    found = [int(m) for f in logs.glob("*_log.*") for m in re.findall(r"t_env (\d+)/", f.read_text())]
+    return max(found, default=0)
+
+
+def test_kill_9_of_a_local_run_then_resubmission_resumes_from_the_last_checkpoint(tmp_path):
+    preset = tiny_preset(tmp_path, t_max=T_MAX, agents="[2]")
+    results = tmp_path / "results"
+    args = [str(preset), "--executor", "local", "--results", str(results)]
+    exe = str(Path(sys.executable).with_name("asae"))
+    sweep = subprocess.Popen([exe, "sweep", *args], cwd=tmp_path, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    logs = results / "sweeps" / "tiny" / "logs"
+    try:
+        wait_until(lambda: logged_t_env(logs) >= 3 * CHECKPOINT_INTERVAL, 120, "the run to pass a few checkpoints")
+    finally:
+        os.killpg(sweep.pid, signal.SIGKILL)  # the sweep, submitit's controller and the run, all at once
+        sweep.wait()
+    killed_at = logged_t_env(logs)
+    assert killed_at < T_MAX, "the run finished before it could be killed: raise T_MAX"
+    [killed] = runs_of(results)
+    assert killed["status"] == "RUNNING"  # what a kill -9 leaves behind
+
+    proc = asae("status", *args, cwd=tmp_path)
+    assert proc.returncode == 0 and " interrupted " in proc.stdout, proc.stdout
+
+    proc = asae("sweep", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 resume from a checkpoint" in proc.stdout
+    first, resumed = runs_of(results)
+    assert resumed["status"] == "COMPLETED"
+    assert resumed["config"]["resume_from"] == str(first["dir"] / "checkpoint.pt")
+    # At most one checkpoint interval (plus the iteration under way) was lost.
+    assert killed_at - CHECKPOINT_INTERVAL - 50 <= resumed["info"]["resumed_at_t_env"] <= killed_at
+    assert_continuous(resumed, T_MAX)
+
+    proc = asae("sweep", *args, cwd=tmp_path)
+    assert proc.returncode == 0 and "nothing to submit" in proc.stdout
