@@ -42,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=None, help="MongoDB database name (overrides the URL's)")
     p.add_argument("--out", default=None, help="output directory (default: report/; table1 and claims print only)")
     p.add_argument("--preset", default=None, help="only runs of this preset: a `preset`/`tags` entry in their "
-                   "config, else by config (smac, spread, predator, competitive)")
+                   "config, else by config: table1 (smac), spread, predator_prey, competitive, ablation_m, "
+                   "ablation_clip, appendix")
     p.add_argument("--metric", default=None, help="metric to plot or tabulate (default: the task's test win rate, "
                    "else test return)")
     p.add_argument("--last", type=int, default=1, help="average each run's last K test evaluations (default 1)")
@@ -66,7 +67,7 @@ def report_main(argv: list[str]) -> int:
 
     from analysis.loaders import load_runs
     from analysis.paper import load_paper
-    from analysis.report import require_runs, select_preset
+    from analysis.report import ABLATION_OF, preset_name, require_runs, select_preset
 
     paper = load_paper(args.paper)
     source = args.runs
@@ -80,7 +81,8 @@ def report_main(argv: list[str]) -> int:
     for where, why in skipped:
         _log(f"  {where}: {why}")
     frame = select_preset(frame, args.preset)
-    if args.command not in ("ablation-m", "ablation-clip", "all") and not args.any_settings:
+    ablation = args.command in ("ablation-m", "ablation-clip") or preset_name(args.preset) in ABLATION_OF
+    if not (ablation or args.command == "all" or args.any_settings):
         frame = paper.paper_settings(frame)
         if frame.empty:
             raise ConfigError("no runs with the paper's hyper-parameters (results/paper/settings.csv); "
@@ -124,9 +126,14 @@ def _print_table(df) -> None:
 
 def _curves(frame, paper, args, out, formats) -> int:
     from analysis import figures
+    from analysis.report import ABLATION_OF, ablation_frame, preset_name
 
-    fig = figures.curves(frame, metric=args.metric, paper=paper,
-                         title=f"preset {args.preset}" if args.preset else "")
+    title = f"runs of preset {args.preset}" if args.preset else ""
+    param = ABLATION_OF.get(preset_name(args.preset))
+    if param:  # an ablation preset: one line per value of its parameter
+        fig = figures.ablation(ablation_frame(frame, param), param, metric=args.metric, title=title)
+    else:
+        fig = figures.curves(frame, metric=args.metric, paper=paper, title=title)
     _figure(fig, out, f"curves-{args.preset}" if args.preset else "curves", formats)
     return 0
 

@@ -76,24 +76,28 @@ def curves(frame: pd.DataFrame, metric: str | None = None, hue: str = "team_algo
         sns.lineplot(data=grid, x="step", y="value", hue=hue, hue_order=present, palette=palette,
                      errorbar=("ci", 95), n_boot=N_BOOT, seed=0, ax=ax,
                      legend="brief" if ax is axes[0] else False)
-        n_seeds = data.groupby(hue, observed=True)["run_id"].nunique()
-        ax.set_title(f"{label}  ({'/'.join(str(n_seeds.get(h, 0)) for h in n_seeds.index)} runs)", fontsize=10)
+        ax.set_title(label, fontsize=10)
         ax.set_ylabel(metric_label(name))
         _steps_axis(ax)
-    _legend(fig, axes[0], hue, paper)
+    counts = {}
+    for _, _, data in panels:
+        for h, n in data.assign(_h=data[hue].astype(str)).groupby("_h")["run_id"].nunique().items():
+            counts[h] = counts.get(h, 0) + n
+    _legend(fig, axes[0], hue, paper, counts)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def _legend(fig, ax, hue: str, paper: Paper | None) -> None:
+def _legend(fig, ax, hue: str, paper: Paper | None, counts: dict[str, int]) -> None:
+    """Legend on the first panel, with each line's number of runs (all panels together)."""
     legend = ax.get_legend()
     if legend is None:
         return
     handles, labels = ax.get_legend_handles_labels()
-    if paper is not None and hue in ("team_algo", "algo"):
-        labels = [paper.label(lb) for lb in labels]
+    named = [paper.label(lb) if paper is not None and hue in ("team_algo", "algo") else lb for lb in labels]
+    labels = [f"{name} ({counts.get(lb, 0)} runs)" for name, lb in zip(named, labels)]
     legend.remove()
     title = {"team_algo": "algorithm", "algo": "algorithm"}.get(hue, hue)
     ax.legend(handles, labels, title=title, fontsize=8, title_fontsize=8)

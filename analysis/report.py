@@ -40,10 +40,18 @@ SELECTORS: dict[str, tuple[str, Callable[[pd.DataFrame], pd.Series]]] = {
     "predator": ("predator-prey, learned predators vs random prey: Fig 6",
                  lambda f: _env_has(f, "predator", "prey", "tag") & ~_competitive(f)),
     "competitive": ("predator-prey, two learning algorithms against each other: Figs 7 and 8", _competitive),
+    "ablation_m": ("ASAE runs, by learner.m: Fig 9", lambda f: f["team_algo"] == "asae"),
+    "ablation_clip": ("ASAE runs, by learner.clip: Fig 11", lambda f: f["team_algo"] == "asae"),
 }
-ALIASES = {"smax": "smac", "sc2": "smac", "mpe_spread": "spread", "simple_spread": "spread",
-           "predator_prey": "predator", "predator-prey": "predator", "pp": "predator", "tag": "predator",
-           "versus": "competitive"}
+# The sweep presets' names (experiments/presets/*.toml) and other spellings of the experiments above.
+ALIASES = {"table1": "smac", "appendix": "smac", "smax": "smac", "sc2": "smac", "mpe_spread": "spread",
+           "simple_spread": "spread", "predator_prey": "predator", "predator-prey": "predator", "tag": "predator",
+           "ablation-m": "ablation_m", "ablation-clip": "ablation_clip"}
+ABLATION_OF = {"ablation_m": "m", "ablation_clip": "clip"}
+
+
+def preset_name(preset: str | None) -> str | None:
+    return ALIASES.get(preset, preset) if preset else None
 
 
 def select_preset(frame: pd.DataFrame, preset: str | None) -> pd.DataFrame:
@@ -57,7 +65,7 @@ def select_preset(frame: pd.DataFrame, preset: str | None) -> pd.DataFrame:
     tagged = {rid for rid, p, ts in zip(runs["run_id"], runs["preset"], tag_sets)
               if p == preset or preset in ts or f"preset:{preset}" in ts}
     untagged = {rid for rid, p in zip(runs["run_id"], runs["preset"]) if not isinstance(p, str)}
-    name = ALIASES.get(preset, preset)
+    name = preset_name(preset)
     ids = set(tagged)
     if name in SELECTORS:
         matched = frame[SELECTORS[name][1](frame)]["run_id"].unique()

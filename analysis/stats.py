@@ -149,12 +149,14 @@ def performance_profiles(matrices: dict[str, np.ndarray], taus: np.ndarray, reps
 
 def curve_grid(rows: pd.DataFrame, points: int = 100, group: Sequence[str] = ()) -> pd.DataFrame:
     """Resample each run's curve onto a common x grid (linear interpolation inside the run's own
-    range, NaN outside), so seeds whose tests fell on different t_env can be averaged per x."""
+    range, NaN outside), so seeds whose tests fell on different t_env can be averaged per x. The grid
+    is the logged steps themselves when the runs share (nearly) one schedule, else ``points`` even steps."""
     out = []
     for _, sub in rows.groupby(list(group), observed=True, dropna=False) if group else [((), rows)]:
         if sub.empty:
             continue
-        grid = np.linspace(0, sub["step"].max(), points)
+        logged = np.unique(sub["step"].to_numpy())
+        grid = logged.astype(float) if len(logged) <= 2 * points else np.linspace(0, logged[-1], points)
         for run_id, run in sub.groupby(["run_id", "team"], observed=True):
             run = run.sort_values("step")
             x, y = run["step"].to_numpy(float), run["value"].to_numpy(float)

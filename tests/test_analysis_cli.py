@@ -103,11 +103,12 @@ def test_presets_select_by_tag_or_config(results):
     frame = load_runs(results)
     tagged = set(select_preset(frame, "spread")["run_key"])
     assert {"asae-spread-0", "coma-spread-1", "m1-0", "m10-1"} <= tagged  # tags, and untagged by config
-    assert set(select_preset(frame, "smax")["run_key"]) == {"asae-3m-0", "asae-3m-1", "coma-3m-0", "coma-3m-1"}
+    smac = {"asae-3m-0", "asae-3m-1", "coma-3m-0", "coma-3m-1"}
+    assert set(select_preset(frame, "smax")["run_key"]) == set(select_preset(frame, "table1")["run_key"]) == smac
     assert set(select_preset(frame, "competitive")["run_key"]) == {"2asae", "2coma", "3asae", "3coma"}
     from envs.config import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; known: smac, spread, predator, competitive"):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; known: smac, spread, predator, competitive, ablation_m, ablation_clip"):
         select_preset(frame, "nope")
     with pytest.raises(ConfigError, match="no runs of preset 'predator'"):
         select_preset(frame, "predator")
