@@ -143,9 +143,11 @@ def capture_bars(table: pd.DataFrame, title: str = "") -> plt.Figure:
         means = [sub["mean"].get(n, np.nan) for n in ns]
         low = [sub["ci_low"].get(n, np.nan) for n in ns]
         high = [sub["ci_high"].get(n, np.nan) for n in ns]
-        err = np.array([[m - lo if np.isfinite(lo) else 0 for m, lo in zip(means, low)],
-                        [hi - m if np.isfinite(hi) else 0 for m, hi in zip(means, high)]])
+        err = np.array([np.subtract(means, low), np.subtract(high, means)])  # NaN (one seed): no bar
         ax.bar(x, means, width, yerr=err, capsize=3, label=setting, color=colors[k])
+        for xi, mean, n in zip(x, means, [sub["n_seeds"].get(n, 0) for n in ns]):
+            if np.isfinite(mean):
+                ax.annotate(f"n={n}", (xi, mean), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=7)
     ax.set_xticks(np.arange(len(ns)), [f"N={int(n)}" for n in ns])
     ax.set_ylabel("capture rate")
     ax.set_ylim(0, 1.05)
@@ -176,7 +178,8 @@ def competitive(rows: pd.DataFrame, paper: Paper | None = None, metric: str = "t
         grid = curve_grid(data, points=points, group=["team"])
         sns.lineplot(data=grid, x="step", y="value", hue="team_label", errorbar=("ci", 95), n_boot=N_BOOT,
                      seed=0, ax=ax, palette=PALETTE)
-        ax.set_title(f"N={n}: {name} ({data['run_id'].nunique()} runs)", fontsize=9)
+        runs = data["run_id"].nunique()
+        ax.set_title(f"N={n}: {name} ({runs} run{'s' if runs > 1 else ''})", fontsize=9)
         ax.set_ylabel(metric_label(metric))
         ax.legend(fontsize=8)
         _steps_axis(ax)
@@ -191,14 +194,15 @@ def aggregates(table: pd.DataFrame, paper: Paper | None = None, title: str = "")
     from rliable import plot_utils
 
     algos = list(dict.fromkeys(table["algo"]))
-    point = {a: table[table["algo"] == a].set_index("statistic").loc[list(AGGREGATES), "value"].to_numpy()
-             for a in algos}
-    interval = {a: table[table["algo"] == a].set_index("statistic").loc[list(AGGREGATES), ["ci_low", "ci_high"]]
-                .to_numpy().T for a in algos}
-    colors = _palette(algos, paper)
-    fig, _ = plot_utils.plot_interval_estimates(point, interval, metric_names=list(AGGREGATES), algorithms=algos,
-                                                colors=colors, xlabel="win rate", subfigure_width=3.0,
-                                                row_height=0.5)
+    label = (lambda a: paper.label(a)) if paper else str
+    rows = {a: table[table["algo"] == a].set_index("statistic").loc[list(AGGREGATES)] for a in algos}
+    point = {label(a): r["value"].to_numpy() for a, r in rows.items()}
+    interval = {label(a): r[["ci_low", "ci_high"]].to_numpy().T for a, r in rows.items()}
+    colors = {label(a): c for a, c in _palette(algos, paper).items() if a in algos}
+    fig, _ = plot_utils.plot_interval_estimates(point, interval, metric_names=list(AGGREGATES),
+                                                algorithms=[label(a) for a in algos], colors=colors,
+                                                xlabel="final win rate", subfigure_width=3.0, row_height=0.6,
+                                                xlabel_y_coordinate=-0.35 - 0.1 / max(len(algos), 1))
     if title:
         fig.suptitle(title, y=1.08)
     return fig
