@@ -42,7 +42,8 @@ def open_database(url: str | None, db_name: str | None = None, client=None, time
         try:
             client.admin.command("ping")
         except pymongo.errors.PyMongoError as exc:
-            raise ConfigError(f"cannot reach MongoDB at {address}: {str(exc).splitlines()[0][:200]}") from None
+            reason = str(exc).splitlines()[0].split(" (configured timeouts")[0].split(", Timeout:")[0]
+            raise ConfigError(f"cannot reach MongoDB at {address}: {reason[:200]}") from None
     else:
         name = db_name or (parse_mongo_url(url)[1] if url else DEFAULT_DB)
     return client[name], name
