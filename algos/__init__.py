@@ -9,6 +9,9 @@ from envs.config import ConfigError, build, to_dict
 REGISTRY: dict[str, str] = {
     "asae": "algos.asae:ASAE",
     "coma": "algos.coma:COMA",
+    "iql": "algos.iql:IQL",
+    "vdn": "algos.vdn:VDN",
+    "qmix": "algos.qmix:QMIX",
 }
 RANDOM = "random"  # not a learner: a fixed uniform policy over available actions (e.g. random prey)
 
