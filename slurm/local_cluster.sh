@@ -28,8 +28,12 @@ die() { log "error: $*"; exit 1; }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages and starts daemons)"
 
+pid_alive() {  # pid_alive PID: the process runs (a zombie waiting to be reaped does not)
+    kill -0 "$1" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]
+}
+
 alive() {  # alive PIDFILE: the process named in PIDFILE runs
-    [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
+    [[ -s $1 ]] && pid_alive "$(cat "$1")"
 }
 
 installed() {
@@ -194,7 +198,7 @@ stop_pidfile() {  # stop_pidfile NAME PIDFILE
     pid=$(cat "$2")
     kill "$pid"
     for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || { rm -f "$2"; return 0; }
+        pid_alive "$pid" || { rm -f "$2"; return 0; }
         sleep 0.1
     done
     log "$1 (pid $pid) did not stop within 10 s; killing it"

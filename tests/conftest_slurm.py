@@ -20,7 +20,6 @@ description = "tiny sweep for tests"
 seeds = 1
 [config]
 algo = "coma"
-t_max = {t_max}
 n_envs = 2
 batch_size = 2
 test_episodes = 2
@@ -29,14 +28,15 @@ log_interval = 50
 checkpoint_interval = 100
 env = {{ name = "mpe_spread", backend = "batched" }}
 [grid]
+t_max = {t_max}
 "env.n_agents" = {agents}
 """
 
 
-def tiny_preset(folder: Path, name: str = "tiny", t_max: int = 500, agents: str = "[2, 3]") -> Path:
+def tiny_preset(folder: Path, name: str = "tiny", t_max: int | list[int] = 500, agents: str = "[2, 3]") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.toml"
-    path.write_text(TINY.format(t_max=t_max, agents=agents))
+    path.write_text(TINY.format(t_max=t_max if isinstance(t_max, list) else [t_max], agents=agents))
     return path
 
 
