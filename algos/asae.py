@@ -24,7 +24,7 @@ import torch
 from algos.actor_critic import ActorCriticConfig, CounterfactualActorCritic
 from algos.base import masked_mean
 from algos.batch import EpisodeBatch
-from algos.ppo import clipped_surrogate_loss, episode_minibatches
+from algos.ppo import clipped_surrogate_loss, episode_minibatches, normalize_advantages, per_agent_kl
 from envs.config import require
 
 
@@ -68,11 +68,7 @@ class ASAE(CounterfactualActorCritic):
             pi_old = logp_old.exp()
             advantages = self.marginal_advantage(batch, pi_old, cfg.m, cfg.advantage)
             logp_old_taken = logp_old[:, :-1].gather(-1, batch.actions[:, :-1].unsqueeze(-1)).squeeze(-1)
-        adv = advantages
-        if cfg.normalize_advantage:
-            mean = masked_mean(adv, mask)
-            std = masked_mean((adv - mean) ** 2, mask).sqrt()
-            adv = (adv - mean) / (std + 1e-8)
+        adv = normalize_advantages(advantages, mask) if cfg.normalize_advantage else advantages
         for _ in range(cfg.ppo_epochs):
             for idx in episode_minibatches(batch.batch_size, cfg.minibatches):
                 sub = batch[idx]
@@ -81,14 +77,13 @@ class ASAE(CounterfactualActorCritic):
                 grad_norm = self.step_actor(loss)
         metrics.update({"actor_loss": loss.item(), "entropy": entropy.item(), "clip_frac": clip_frac.item(),
                         "actor_grad_norm": grad_norm, "advantage_mean": float(masked_mean(advantages, mask))})
-        metrics.update(self._synchrony_diagnostics(batch, pi_old, logp_old, advantages, mask))
+        metrics.update(self._synchrony_diagnostics(batch, logp_old, advantages, mask))
         return metrics
 
     @torch.no_grad()
-    def _synchrony_diagnostics(self, batch, pi_old, logp_old, advantages, mask) -> dict[str, float]:
+    def _synchrony_diagnostics(self, batch, logp_old, advantages, mask) -> dict[str, float]:
         logp_new = self.policy_log_probs(batch)
-        kl = (pi_old * (logp_old - logp_new)).sum(-1)[:, :-1]  # KL(pi_i || pi_{i+1}) [B, T, n]
-        per_agent = (kl * mask).sum((0, 1)) / mask.sum((0, 1)).clamp(min=1.0)
+        per_agent = per_agent_kl(logp_old, logp_new, mask)  # KL(pi_i || pi_{i+1}) per agent
         out = {"kl": float(per_agent.mean()), "kl_max_agent": float(per_agent.max())}
         if self.cfg.log_async_gap:
             new_adv = self.marginal_advantage(batch, logp_new.exp(), self.cfg.m, self.cfg.advantage)
