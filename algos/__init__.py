@@ -9,6 +9,8 @@ from envs.config import ConfigError, build, to_dict
 REGISTRY: dict[str, str] = {
     "asae": "algos.asae:ASAE",
     "coma": "algos.coma:COMA",
+    "mappo": "algos.mappo:MAPPO",
+    "ippo": "algos.ippo:IPPO",
     "iql": "algos.iql:IQL",
     "vdn": "algos.vdn:VDN",
     "qmix": "algos.qmix:QMIX",

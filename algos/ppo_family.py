@@ -1,0 +1,129 @@
+"""The PPO learner MAPPO and IPPO share; they differ only in the critic (``build_critic`` / ``values``).
+
+Per update, on the freshly collected episodes (CleanRL's order: collect -> advantages -> epochs):
+1. With the policy and critic that collected the data: log pi_old for every slot and V_old for every
+   slot, including slot T (the final observation), so GAE can bootstrap at a time-limit truncation.
+2. GAE(gamma, lambda) advantages and returns A + V_old, computed once (``algos.ppo.gae``); optionally
+   normalised over the batch.
+3. ``ppo_epochs`` passes over random episode minibatches (whole episodes: the actor is a GRU): clipped
+   surrogate - entropy_coef * entropy for the actor, (optionally clipped) squared error to the returns for
+   the critic; one backward through both, each network with its own optimizer, lr and grad-norm clip.
+Logged: losses, entropy, clip fraction and grad norms averaged over the minibatch steps, and the exact
+KL(pi_old || pi_new) after the update (mean over agents, and the largest agent's).
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+
+from algos.actor_critic import CounterfactualActorCritic
+from algos.base import Common, Learner, PolicyController, clip_grad, masked_mean
+from algos.batch import EpisodeBatch
+from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, masked_log_softmax
+from algos.ppo import clipped_surrogate_loss, episode_minibatches, gae, normalize_advantages, per_agent_kl, value_loss
+from envs.base import TeamSpec
+from envs.config import require
+
+entropy = CounterfactualActorCritic.entropy
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    rnn_hidden_dim: int = 64  # GRU actor
+    critic_hidden_dim: int = 64
+    gae_lambda: float = 0.95
+    clip: Optional[float] = 0.2  # PPO clip range epsilon; null disables clipping
+    value_clip: Optional[float] = None  # PPO2 value clipping range (in return units); null: plain squared error
+    ppo_epochs: int = 5
+    minibatches: int = 1  # episode minibatches per epoch
+    entropy_coef: float = 0.01
+    normalize_advantage: bool = True
+    grad_norm_clip: float = 10.0
+    obs_last_action: bool = True
+
+    def check(self) -> None:
+        require(0.0 <= self.gae_lambda <= 1.0, f"learner.gae_lambda={self.gae_lambda} must be in [0, 1]")
+        require(self.clip is None or 0 < self.clip < 1, f"learner.clip={self.clip} must be in (0, 1) or null")
+        require(self.value_clip is None or self.value_clip > 0, f"learner.value_clip={self.value_clip} must be positive or null")
+        for name in ("rnn_hidden_dim", "critic_hidden_dim", "ppo_epochs", "minibatches"):
+            require(getattr(self, name) >= 1, f"learner.{name}={getattr(self, name)} must be at least 1")
+        require(self.entropy_coef >= 0, f"learner.entropy_coef={self.entropy_coef} must be >= 0")
+        require(self.grad_norm_clip > 0, f"learner.grad_norm_clip={self.grad_norm_clip} must be positive")
+
+
+class PPOFamily(Learner):
+    def __init__(self, spec: TeamSpec, cfg: Any, common: Common):
+        super().__init__(spec, cfg, common)
+        in_dim = agent_input_dim(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.obs_last_action)
+        self.actor = RNNAgent(in_dim, cfg.rnn_hidden_dim, spec.n_actions).to(self.device)
+        self.critic = self.build_critic().to(self.device)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=common.lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=common.critic_lr)
+        self.controller = PolicyController(self.actor, spec, self.device, cfg.obs_last_action)
+
+    @abc.abstractmethod
+    def build_critic(self) -> nn.Module:
+        ...
+
+    @abc.abstractmethod
+    def values(self, batch: EpisodeBatch) -> torch.Tensor:
+        """V for every slot of every agent: [B, T+1, n]."""
+
+    def policy_log_probs(self, batch: EpisodeBatch) -> torch.Tensor:
+        """log pi^a(.|tau^a_t) for every slot: [B, T+1, n, |U|], masked by availability."""
+        return masked_log_softmax(self.actor(batch_agent_inputs(batch, self.cfg.obs_last_action)), batch.avail)
+
+    def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
+        cfg = self.cfg
+        batch = batch.to(self.device)
+        mask = batch.filled.unsqueeze(-1)
+        with torch.no_grad():
+            logp_old = self.policy_log_probs(batch)
+            logp_old_taken = logp_old[:, :-1].gather(-1, batch.actions[:, :-1].unsqueeze(-1)).squeeze(-1)
+            values_old = self.values(batch)
+            advantages, returns = gae(batch, values_old, self.common.gamma, cfg.gae_lambda)
+        adv = normalize_advantages(advantages, mask) if cfg.normalize_advantage else advantages
+        sums: dict[str, float] = {}
+        steps = 0
+        for _ in range(cfg.ppo_epochs):
+            for idx in episode_minibatches(batch.batch_size, cfg.minibatches):
+                sub, sub_mask = batch[idx], mask[idx]
+                logp = self.policy_log_probs(sub)
+                logp_taken = logp[:, :-1].gather(-1, sub.actions[:, :-1].unsqueeze(-1)).squeeze(-1)
+                surrogate, clip_frac = clipped_surrogate_loss(logp_taken, logp_old_taken[idx], adv[idx], sub_mask, cfg.clip)
+                ent = masked_mean(entropy(logp[:, :-1]), sub_mask)
+                actor_loss = surrogate - cfg.entropy_coef * ent
+                critic_loss = value_loss(self.values(sub)[:, :-1], values_old[idx, :-1], returns[idx], sub_mask, cfg.value_clip)
+                self.actor_opt.zero_grad()
+                self.critic_opt.zero_grad()
+                (actor_loss + critic_loss).backward()
+                step = {"actor_grad_norm": clip_grad(self.actor.parameters(), cfg.grad_norm_clip),
+                        "critic_grad_norm": clip_grad(self.critic.parameters(), cfg.grad_norm_clip),
+                        "actor_loss": actor_loss.item(), "critic_loss": critic_loss.item(),
+                        "entropy": ent.item(), "clip_frac": clip_frac.item()}
+                self.actor_opt.step()
+                self.critic_opt.step()
+                for key, value in step.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                steps += 1
+        metrics = {key: value / steps for key, value in sums.items()}
+        with torch.no_grad():
+            kl = per_agent_kl(logp_old, self.policy_log_probs(batch), mask)
+        metrics.update({"kl": float(kl.mean()), "kl_max_agent": float(kl.max()),
+                        "advantage_mean": float(masked_mean(advantages, mask)),
+                        "value_mean": float(masked_mean(values_old[:, :-1], mask))})
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
