@@ -11,6 +11,7 @@ REGISTRY: dict[str, str] = {
     "coma": "algos.coma:COMA",
     "mappo": "algos.mappo:MAPPO",
     "ippo": "algos.ippo:IPPO",
+    "dop": "algos.dop:DOP",
     "iql": "algos.iql:IQL",
     "vdn": "algos.vdn:VDN",
     "qmix": "algos.qmix:QMIX",
