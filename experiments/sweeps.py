@@ -324,7 +324,7 @@ def resolve(preset: Preset, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     from experiments.api import resolve_config
 
     resolved = []
-    with _quiet_docstring_entries():
+    with _quiet_added_entries():
         for i, spec in enumerate(specs):
             try:
                 resolved.append(resolve_config(spec.config_updates, spec.named_configs))
@@ -334,16 +334,17 @@ def resolve(preset: Preset, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     return resolved
 
 
-class _DocEntryFilter(logging.Filter):
+class _AddedEntryFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return '"__doc__"' not in record.getMessage()
+        return not record.getMessage().startswith("Added new config entry")
 
 
 @contextlib.contextmanager
-def _quiet_docstring_entries():
-    """Sacred warns 'Added new config entry: "__doc__"' for each named config with a docstring, once
-    per resolved run: hundreds of identical lines for a sweep."""
-    root, quiet = logging.getLogger(), _DocEntryFilter()
+def _quiet_added_entries():
+    """Sacred warns 'Added new config entry' for every key a run adds to a dict config (teams.prey) or
+    a named config's docstring, once per resolved run: hundreds of identical lines for a sweep. Keys
+    nothing uses are still errors (ConfigAddedError)."""
+    root, quiet = logging.getLogger(), _AddedEntryFilter()
     root.addFilter(quiet)
     try:
         yield
