@@ -59,7 +59,7 @@ def test_preempted_and_requeued_jobs_resume_from_their_checkpoints(tmp_path):
     `scontrol requeue` (SIGTERM is ignored, KillWait kills it, the original pickle reruns and finds its
     checkpoint on disk). Both must end in one COMPLETED run with every metric step exactly once."""
     # The requeued run must outlast KillWait (5 s) after the signal, or it simply completes meanwhile.
-    t_preempt, t_requeue = 4_000, 12_000
+    t_preempt, t_requeue = 8_000, 12_000
     preset = tiny_preset(tmp_path, t_max=[t_preempt, t_requeue], agents="[2]")
     results = tmp_path / "results"
     args = [str(preset), "--results", str(results)]
@@ -72,10 +72,12 @@ def test_preempted_and_requeued_jobs_resume_from_their_checkpoints(tmp_path):
     def has_checkpoint(key):
         return any(r["run_key"] == key and (r["dir"] / "checkpoint.pt").is_file() for r in runs_of(results))
 
-    wait_until(lambda: has_checkpoint(preempt_key) and has_checkpoint(requeue_key), 120, "both runs to checkpoint")
+    # Each is signalled as soon as it has a checkpoint, long before it could finish.
+    wait_until(lambda: has_checkpoint(preempt_key), 120, "the run of task 0 to checkpoint")
     subprocess.run(["scancel", "--signal=USR2", preempt_job], check=True)
-    subprocess.run(["scontrol", "requeue", requeue_job], check=True)
     start = time.monotonic()
+    wait_until(lambda: has_checkpoint(requeue_key), 120, "the run of task 1 to checkpoint")
+    subprocess.run(["scontrol", "requeue", requeue_job], check=True)
 
     def finished():
         runs = runs_of(results)
