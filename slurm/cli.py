@@ -197,6 +197,8 @@ def sweep_main(argv: Sequence[str]) -> int:
     job_name = f"asae-{Path(args.preset).stem}"
     if options.executor == "slurm":
         executors.check_slurm_parameters(options, job_name)
+        if not args.dry_run:
+            executors.require_sbatch()
     sweep = Sweep(args)
     statuses = sweep.statuses()
     todo = [st for st in statuses if st.status != "completed" and not st.active]

@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 from envs.config import ConfigError, require
 from slurm.jobs import RunJob
@@ -92,13 +92,17 @@ def check_slurm_parameters(options: ExecutorOptions, job_name: str) -> None:
         raise ConfigError(f"executor options: {str(exc).splitlines()[0]}") from None
 
 
+def require_sbatch() -> None:
+    if shutil.which("sbatch") is None:
+        raise ConfigError("--executor slurm: sbatch not found on this machine; start a local cluster "
+                          "(slurm/local_cluster.sh start) or use --executor local / debug")
+
+
 def submit_slurm(jobs: Mapping[str, RunJob], options: ExecutorOptions, folder: Path, job_name: str) -> dict[str, str]:
     """Submit all runs as one job array. Returns run_key -> SLURM job id ('123_4', or '123' for one run)."""
     import submitit
 
-    if shutil.which("sbatch") is None:
-        raise ConfigError("--executor slurm: sbatch not found on this machine; start a local cluster "
-                          "(slurm/local_cluster.sh start) or use --executor local / debug")
+    require_sbatch()
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_TIMEOUT_REQUEUES)
     executor.update_parameters(**options.slurm_parameters(job_name))
     try:

@@ -172,3 +172,12 @@ def test_state_file_keeps_earlier_jobs(tmp_path):
     runs = st.load()
     assert runs["a"]["job_id"] == "2" and runs["a"]["earlier_jobs"] == ["1_0"] and runs["b"]["job_id"] == "1_1"
     assert Path(st.path).is_file()
+
+
+def test_slurm_executor_without_sbatch_says_what_to_do(tmp_path, capsys, monkeypatch):
+    from slurm import executors
+
+    monkeypatch.setattr(executors.shutil, "which", lambda name: None)
+    code, _, err = run(["sweep", str(tiny_preset(tmp_path)), "--results", str(tmp_path / "r")], capsys)
+    assert code == 2 and "sbatch not found" in err and "local_cluster.sh" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
