@@ -49,8 +49,6 @@ from envs.smac_maps import (
     smax_unit_type_ids,
 )
 
-N_MOVE_ACTIONS = 5  # north, east, south, west, stop
-STOP_ACTION = 4
 # SMAC's dense reward (StarCraft2Env defaults): damage + 10 per kill + 200 per win, scaled to max 20.
 SMAC_DEATH_VALUE = 10.0
 SMAC_WIN_VALUE = 200.0
@@ -176,8 +174,9 @@ def _kernels(map_name: str, enemy_shoots: bool, attack_mode: str, see_enemy_acti
 
 
 def _torch(x) -> torch.Tensor:
-    # Zero-copy view of a jax output (4x cheaper than DLPack here). numpy marks it read-only, yet it is a
-    # fresh step output that no jax code reads again, so even in-place writes by the caller are harmless.
+    # Zero-copy view of a jax output, ~1.5 us per array (DLPack: ~4 us; packing all outputs into one
+    # buffer and splitting it in torch: slower still). numpy marks it read-only, yet it is a fresh step
+    # output that no jax code reads again, so even in-place writes by the caller are harmless.
     return torch.from_numpy(np.asarray(x))
 
 
