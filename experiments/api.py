@@ -55,6 +55,13 @@ def _sacred_errors():
     return ConfigAddedError
 
 
+def added_key_message(exc) -> str:
+    """One line for Sacred's ConfigAddedError (a key that no config scope defines)."""
+    keys = [str(k) for k in getattr(exc, "__conflicting_configs__", ())]
+    key = keys[0] if keys else "?"
+    return f"unknown config key {key!r} (`asae train print_config` shows the valid ones)"
+
+
 def resolve_config(updates: Mapping[str, Any] | None = None, named_configs: Sequence[str] = ()) -> dict[str, Any]:
     """The config a run with these updates would get (validated; raises ConfigError). Starts nothing."""
     from sacred.initialize import create_run
@@ -65,7 +72,7 @@ def resolve_config(updates: Mapping[str, Any] | None = None, named_configs: Sequ
     try:
         run = create_run(ex, ex.default_command, normalize_updates(updates or {}), list(named_configs))
     except _sacred_errors() as exc:
-        raise ConfigError(f"unknown config key {exc.conflicting_configs[0]!r} (see `asae train print_config`)") from None
+        raise ConfigError(added_key_message(exc)) from None
     return dict(run.config)
 
 

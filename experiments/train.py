@@ -58,6 +58,7 @@ def main(argv: list[str]) -> int:
     from sacred.utils import ConfigAddedError, SacredError
 
     from experiments import experiment
+    from experiments.api import added_key_message
     from experiments.observers import mongo_observer
 
     sacred_argv, mongo_url, has_file = rewrite_argv(argv)
@@ -78,7 +79,7 @@ def main(argv: list[str]) -> int:
         except ConfigError as exc:
             failure.append(str(exc))
         except ConfigAddedError as exc:
-            failure.append(f"unknown config key {exc.conflicting_configs[0]!r} (`asae train print_config` shows the valid ones)")
+            failure.append(added_key_message(exc))
         except experiment.Interrupted as exc:
             failure.append(f"{exc}; rerun the same command with resume_from=<run directory> to continue")
         except SacredError as exc:
