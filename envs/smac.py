@@ -23,7 +23,7 @@ import functools
 import importlib
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Optional
 
@@ -51,7 +51,7 @@ class Config:
     difficulty: Literal["1", "2", "3", "4", "5", "6", "7", "8", "9", "A"] = "7"  # built-in AI; SMAC's default
     step_mul: Optional[int] = None  # game steps per env step; None: SMAC's default (8)
     # Further StarCraft2Env arguments, e.g. {"obs_last_action": true, "state_last_action": false}.
-    sc2_args: dict = field(default_factory=dict)
+    sc2_args: Optional[dict] = None
 
     def check(self) -> None:
         require(self.map_name in SMAC_MAPS,
@@ -59,7 +59,7 @@ class Config:
         require(self.episode_limit is None or self.episode_limit >= 1,
                 f"env.episode_limit={self.episode_limit} must be at least 1 (or null for SMAC's limit)")
         require(self.step_mul is None or self.step_mul >= 1, f"env.step_mul={self.step_mul} must be at least 1")
-        clash = sorted(set(self.sc2_args) & set(_RESERVED_ARGS))
+        clash = sorted(set(self.sc2_args or {}) & set(_RESERVED_ARGS))
         require(not clash, f"env.sc2_args may not set {', '.join(clash)}: use the env.* keys of the same name "
                            f"(continuing_episode is always on, to tell time limits from battle ends)")
 
@@ -120,7 +120,7 @@ class SMACVecEnv(VecEnv):
         require(n_envs >= 1, f"n_envs={n_envs} must be at least 1")
         self.cfg = cfg
         self._factory = functools.partial(env_factory, map_name=cfg.map_name, difficulty=cfg.difficulty,
-                                          step_mul=cfg.step_mul, continuing_episode=True, **cfg.sc2_args)
+                                          step_mul=cfg.step_mul, continuing_episode=True, **(cfg.sc2_args or {}))
         # Building a StarCraft2Env does not launch the game, so a probe can tell the shapes.
         probe = self._new_game(seed=None)
         env_info = probe.get_env_info()
