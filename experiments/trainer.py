@@ -130,6 +130,7 @@ class Trainer:
         return {team: EpisodeBatch.cat(b) for team, b in per_team.items()}, stats, steps
 
     def evaluate(self) -> dict[str, float]:
+        self.last_test_t = self.t_env  # also with test_episodes=0: the loop compares against it
         if self.cfg.test_episodes == 0:
             return {}
         with torch.no_grad():
@@ -140,7 +141,6 @@ class Trainer:
                 out[self._name(team, key)] = value
         for name, value in out.items():
             self.logger.log(name, value, self.t_env)
-        self.last_test_t = self.t_env
         return out
 
     def _log_window(self) -> dict[str, float]:
