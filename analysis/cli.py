@@ -131,7 +131,7 @@ def _curves(frame, paper, args, out, formats) -> int:
     title = f"runs of preset {args.preset}" if args.preset else ""
     param = ABLATION_OF.get(preset_name(args.preset))
     if param:  # an ablation preset: one line per value of its parameter
-        fig = figures.ablation(ablation_frame(frame, param), param, metric=args.metric, title=title)
+        fig = figures.ablation(ablation_frame(frame, param, paper), param, metric=args.metric, title=title)
     else:
         fig = figures.curves(frame, metric=args.metric, paper=paper, title=title)
     _figure(fig, out, f"curves-{args.preset}" if args.preset else "curves", formats)
@@ -143,7 +143,7 @@ def _ablation(param: str):
         from analysis import figures, tables
         from analysis.report import ablation_frame, fmt_summary
 
-        frame = ablation_frame(frame, param)
+        frame = ablation_frame(frame, param, paper)
         _figure(figures.ablation(frame, param, metric=args.metric), out, f"ablation-{param}", formats)
         _print_table(fmt_summary(tables.param_table(frame, param, metric=args.metric, last=args.last),
                                  ["task", "metric", param]))

@@ -18,7 +18,7 @@ from envs.config import ConfigError  # noqa: E402
 
 from analysis.paper import Paper  # noqa: E402
 from analysis.stats import AGGREGATES, curve_grid  # noqa: E402
-from analysis.tables import learning_rows, primary_metric, task_label  # noqa: E402
+from analysis.tables import TASK_TEAM, ablation_rows, learning_rows, primary_metric, task_team_label  # noqa: E402
 
 N_BOOT = 1000
 PALETTE = "colorblind"
@@ -55,14 +55,14 @@ def curves(frame: pd.DataFrame, metric: str | None = None, hue: str = "team_algo
            title: str = "", points: int = 100) -> plt.Figure:
     """Learning curves, one panel per task (env, map, N), one line per ``hue`` value."""
     rows = learning_rows(frame)
-    tasks = rows[["env", "map", "N"]].drop_duplicates().sort_values(["env", "map", "N"], na_position="first")
+    tasks = rows[TASK_TEAM].drop_duplicates().sort_values(TASK_TEAM, na_position="first")
     panels = []
-    for env, map_name, n in tasks.itertuples(index=False):
-        task = rows[(rows["env"] == env) & _eq(rows["map"], map_name) & _eq(rows["N"], n)]
+    for env, map_name, n, team in tasks.itertuples(index=False):
+        task = rows[(rows["env"] == env) & _eq(rows["map"], map_name) & _eq(rows["N"], n) & (rows["team"] == team)]
         name = metric or primary_metric(task)
         data = task[task["metric"] == name]
         if not data.empty:
-            panels.append((task_label(env, map_name, n), name, data))
+            panels.append((task_team_label(env, map_name, n, team), name, data))
     if not panels:
         raise ConfigError(f"no learning curve of {metric or 'a test metric'} in the selected runs")
     hue_values = sorted({str(v) for _, _, d in panels for v in d[hue].dropna().unique()}, key=_natural)
@@ -97,7 +97,8 @@ def _legend(fig, ax, hue: str, paper: Paper | None, counts: dict[str, int]) -> N
         return
     handles, labels = ax.get_legend_handles_labels()
     named = [paper.label(lb) if paper is not None and hue in ("team_algo", "algo") else lb for lb in labels]
-    labels = [f"{name} ({counts.get(lb, 0)} runs)" for name, lb in zip(named, labels)]
+    labels = [f"{name} ({counts.get(lb, 0)} run{'' if counts.get(lb, 0) == 1 else 's'})"
+              for name, lb in zip(named, labels)]
     legend.remove()
     title = {"team_algo": "algorithm", "algo": "algorithm"}.get(hue, hue)
     ax.legend(handles, labels, title=title, fontsize=8, title_fontsize=8)
@@ -120,12 +121,7 @@ def ablation(frame: pd.DataFrame, param: str, algo: str = "asae", metric: str | 
              title: str = "") -> plt.Figure:
     """Figs 9 / 11: ``algo``'s curves by the value of ``param`` (e.g. "m", "clip"), on the tasks
     where that parameter varies."""
-    rows = learning_rows(frame)
-    rows = rows[(rows["team_algo"] == algo) & rows[param].notna()]
-    varied = rows.groupby(["env", "map", "N"], observed=True, dropna=False)[param].transform("nunique") > 1
-    rows = rows[varied]
-    if rows.empty:
-        raise ConfigError(f"no {algo} runs that vary {param} on one task; run the ablation preset first")
+    rows = ablation_rows(frame, param, algo)
     rows = rows.assign(**{param: rows[param].astype(str)})
     return curves(rows, metric=metric, hue=param, title=title)
 

@@ -154,7 +154,7 @@ def _progress(items: list, enabled: bool, desc: str) -> Iterable:
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="run", file=sys.stderr, mininterval=0.5)
+    return tqdm(items, desc=desc, unit="run", file=sys.stderr, mininterval=0.5, disable=None)  # None: terminals only
 
 
 # ----------------------------------------------------------------------------- MongoDB

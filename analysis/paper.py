@@ -51,7 +51,8 @@ class Paper:
         """
         keep = np.ones(len(frame), dtype=bool)
         for algo, group in self.settings.groupby("algo"):
-            rows = (frame["team_algo"] == algo).to_numpy()
+            # The run's own learner config is `algo`'s (a team override of another run is not recorded).
+            rows = (frame["algo"] == algo).to_numpy() & (frame["team_algo"] == algo).to_numpy()
             recorded = np.zeros(len(frame), dtype=bool)
             match = np.ones(len(frame), dtype=bool)
             for param, value in zip(group["param"], group["value"]):

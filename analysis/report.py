@@ -248,9 +248,9 @@ def build_report(frame: pd.DataFrame, paper: Paper, out: Path, source: str, form
     doc.heading("Ablations (Figs. 9 and 11)")
     for param, fig_no, what in (("m", 9, "number of joint-action samples m"), ("clip", 11, "clip range")):
         figure(f"ablation-{param}", f"Fig. {fig_no}: ASAE with different {what}",
-               lambda p=param: figures.ablation(ablation_frame(everything, p), p))
+               lambda p=param: figures.ablation(ablation_frame(everything, p, paper), p))
         table(f"ablation-{param}", f"Fig. {fig_no} in numbers: final value by {what}",
-              lambda p=param: fmt_summary(tables.param_table(ablation_frame(everything, p), p, last=last),
+              lambda p=param: fmt_summary(tables.param_table(ablation_frame(everything, p, paper), p, last=last),
                                           ["task", "metric", p]))
 
     doc.heading("Runs")
@@ -261,14 +261,24 @@ def build_report(frame: pd.DataFrame, paper: Paper, out: Path, source: str, form
     return doc.write(out)
 
 
-def ablation_frame(frame: pd.DataFrame, param: str) -> pd.DataFrame:
-    """For the clip ablation, clip values become labels and ASAE without clipping (learner.clip = null)
-    is "none"."""
+def ablation_frame(frame: pd.DataFrame, param: str, paper: Paper) -> pd.DataFrame:
+    """The runs of the ablation of ``param``: the paper's other settings held fixed (the clip ablation
+    keeps m = 10 runs, the m ablation keeps clip = 0.1 runs); clip values become labels, and ASAE
+    without clipping (learner.clip = null) is "none"."""
+    keep = np.ones(len(frame), dtype=bool)
+    for algo, group in paper.settings.groupby("algo"):
+        own = (frame["algo"] == algo).to_numpy() & (frame["team_algo"] == algo).to_numpy()  # its own config
+        for other, value in zip(group["param"], group["value"]):
+            if other != param:
+                column = pd.to_numeric(frame[other].astype(object), errors="coerce").to_numpy(dtype=float)
+                keep &= ~own | np.isclose(column, float(value))
+    frame = frame[keep]
     if param != "clip":
         return frame
     frame = frame.copy()
     labels = frame["clip"].astype(object).map(lambda v: None if pd.isna(v) else f"{v:g}")
-    labels[(frame["team_algo"] == "asae").to_numpy() & frame["clip"].isna().to_numpy()] = "none"
+    own = (frame["algo"] == "asae").to_numpy() & (frame["team_algo"] == "asae").to_numpy()
+    labels[own & frame["clip"].isna().to_numpy()] = "none"
     frame["clip"] = labels
     return frame
 

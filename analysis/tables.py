@@ -117,23 +117,39 @@ def learning_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[~frame["team_algo"].astype(str).isin(LEARNING_TEAMS_EXCLUDE) & (frame["team"] != RUN_WIDE)]
 
 
+TASK_TEAM = ["env", "map", "N", "team"]
+
+
+def task_team_label(env, map_name, n, team) -> str:
+    label = task_label(env, map_name, n)
+    return label if team in ("team", "", None) else f"{label} ({team})"
+
+
+def ablation_rows(frame: pd.DataFrame, param: str, algo: str = "asae") -> pd.DataFrame:
+    """Rows of ``algo``'s runs (its own config, not a team override) on the tasks where ``param``
+    (e.g. "m", "clip") takes several values: the ablations of Figs 9 and 11."""
+    rows = learning_rows(frame)
+    rows = rows[(rows["algo"] == algo) & (rows["team_algo"] == algo) & rows[param].notna()]
+    varied = rows.groupby(TASK_TEAM, observed=True, dropna=False)[param].transform("nunique") > 1
+    rows = rows[varied]
+    if rows.empty:
+        raise ConfigError(f"no {algo} runs that vary {param} on one task; run the ablation preset first")
+    return rows
+
+
 def param_table(frame: pd.DataFrame, param: str, algo: str = "asae", metric: str | None = None, last: int = 1
                 ) -> pd.DataFrame:
-    """Final value per task and value of ``param`` (e.g. "m", "clip") for ``algo``'s runs, on the tasks
-    where that parameter takes several values (the ablations of Figs 9 and 11)."""
-    rows = learning_rows(frame)
-    rows = rows[(rows["team_algo"] == algo) & rows[param].notna()]
+    """Final value per task and value of ``param`` for ``algo``'s runs (see ablation_rows)."""
     out = []
-    for (env, map_name, n), task in rows.groupby(["env", "map", "N"], observed=True, dropna=False):
-        if task[param].nunique() < 2:
-            continue
+    for (env, map_name, n, team), task in ablation_rows(frame, param, algo).groupby(
+            TASK_TEAM, observed=True, dropna=False):
         name = metric or primary_metric(task)
         finals = final_values(task, name, last=last, by=[param])
         if finals.empty:
             continue
         summary = summarize(finals, [param], bounds=rate_bounds(name))
         summary.insert(0, "metric", name)
-        summary.insert(0, "task", task_label(env, map_name, n))
+        summary.insert(0, "task", task_team_label(env, map_name, n, team))
         out.append(summary)
     if not out:
         return pd.DataFrame(columns=["task", "metric", param, "mean", "ci_low", "ci_high", "std", "n_seeds", "steps"])

@@ -178,3 +178,21 @@ def test_paper_settings_keep_asae_with_m10_clip01(tmp_path, paper):
     run(ex, [obs], algo="coma", learner={"m": 3}, run_key="coma", metrics={"test_battle_won_mean": curve(1.0)})
     frame = load_runs(tmp_path)
     assert set(paper.paper_settings(frame)["run_key"]) == {"paper", "unknown", "coma"}
+
+
+def test_ablations_hold_the_other_paper_setting_fixed(tmp_path, paper):
+    from sacred.observers import FileStorageObserver
+
+    from analysis.report import ablation_frame
+
+    ex = make_experiment()
+    obs = FileStorageObserver(str(tmp_path))
+    for key, learner, final in (("paper", {"m": 10, "clip": 0.1}, 0.9), ("m1", {"m": 1, "clip": 0.1}, 0.2),
+                                ("clip3", {"m": 10, "clip": 0.3}, 0.5), ("noclip", {"m": 10, "clip": None}, 0.4),
+                                ("both", {"m": 1, "clip": 0.3}, 0.0)):
+        run(ex, [obs], learner=learner, run_key=key, metrics={"test_battle_won_mean": curve(final)})
+    frame = load_runs(tmp_path)
+    by_m = tables.param_table(ablation_frame(frame, "m", paper), "m")
+    assert dict(zip(by_m["m"], by_m["mean"].round(6))) == {1: 0.2, 10: 0.9}
+    by_clip = tables.param_table(ablation_frame(frame, "clip", paper), "clip")
+    assert dict(zip(by_clip["clip"], by_clip["mean"].round(6))) == {"0.1": 0.9, "0.3": 0.5, "none": 0.4}
