@@ -48,7 +48,8 @@ class PPOConfig:
     def check(self) -> None:
         require(0.0 <= self.gae_lambda <= 1.0, f"learner.gae_lambda={self.gae_lambda} must be in [0, 1]")
         require(self.clip is None or 0 < self.clip < 1, f"learner.clip={self.clip} must be in (0, 1) or null")
-        require(self.value_clip is None or self.value_clip > 0, f"learner.value_clip={self.value_clip} must be positive or null")
+        require(self.value_clip is None or self.value_clip > 0,
+                f"learner.value_clip={self.value_clip} must be positive or null")
         for name in ("rnn_hidden_dim", "critic_hidden_dim", "ppo_epochs", "minibatches"):
             require(getattr(self, name) >= 1, f"learner.{name}={getattr(self, name)} must be at least 1")
         require(self.entropy_coef >= 0, f"learner.entropy_coef={self.entropy_coef} must be >= 0")
@@ -97,7 +98,8 @@ class PPOFamily(Learner):
                 surrogate, clip_frac = clipped_surrogate_loss(logp_taken, logp_old_taken[idx], adv[idx], sub_mask, cfg.clip)
                 ent = masked_mean(entropy(logp[:, :-1]), sub_mask)
                 actor_loss = surrogate - cfg.entropy_coef * ent
-                critic_loss = value_loss(self.values(sub)[:, :-1], values_old[idx, :-1], returns[idx], sub_mask, cfg.value_clip)
+                critic_loss = value_loss(self.values(sub)[:, :-1], values_old[idx, :-1], returns[idx], sub_mask,
+                                         cfg.value_clip)
                 self.actor_opt.zero_grad()
                 self.critic_opt.zero_grad()
                 (actor_loss + critic_loss).backward()
