@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -136,9 +137,11 @@ class Document:
 
 
 def _inline(text: str) -> str:
-    """`code` spans and paragraphs of plain text."""
+    """The Markdown the report's paragraphs use: `code`, *emphasis*, blank-line paragraphs."""
     parts = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)).replace("\n\n", "</p><p>")
+    out = "".join(f"<code>{p}</code>" if i % 2 else re.sub(r"\*([^*]+)\*", r"<em>\1</em>", p)
+                  for i, p in enumerate(parts))
+    return out.replace("\n\n", "</p><p>")
 
 
 _PAGE = """<!doctype html>
