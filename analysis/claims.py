@@ -90,13 +90,9 @@ def _short(frame: pd.DataFrame, claim: dict, summaries: list[dict]) -> str | Non
         paper_budget = f"{claim['budget']:g} iterations = {fmt_steps(budget)} env steps" if unit == "iterations" \
             else f"{fmt_steps(budget)} env steps"
         return f"our runs stop at {fmt_steps(reached)} env steps; the paper trained for {paper_budget}"
-    if unit_missing(claim, budget):
+    if claim.get("budget_unit") == "iterations" and not np.isfinite(budget):
         return "cannot convert the paper's iterations to env steps (config lacks n_envs or env.episode_limit)"
     return None
-
-
-def unit_missing(claim: dict, budget: float) -> bool:
-    return claim.get("budget_unit") == "iterations" and not np.isfinite(budget)
 
 
 def _text(s: dict, digits: int = 2) -> str:

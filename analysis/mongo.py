@@ -67,10 +67,10 @@ def _datetime(value: Any) -> dt.datetime | None:
 
 
 def _bson_safe(obj: Any) -> Any:
-    """MongoDB keys may not contain '.' or start with '$' (Sacred replaces them the same way)."""
+    """MongoDB keys may not contain '.' or start with '$'; Sacred's observer replaces them too."""
     if isinstance(obj, Mapping):
-        return {str(k).replace(".", "_").replace("$", "_") if isinstance(k, str) and (("." in k) or k.startswith("$")) else k:
-                _bson_safe(v) for k, v in obj.items()}
+        return {(k.replace(".", "_").replace("$", "_") if isinstance(k, str) else k): _bson_safe(v)
+                for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_bson_safe(v) for v in obj]
     return obj
