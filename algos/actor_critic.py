@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-from algos.base import Common, Learner, PolicyController, clip_grad, masked_mean
+from algos.base import Common, Learner, PolicyController, masked_mean
 from algos.batch import EpisodeBatch
 from algos.critic import CentralQCritic, td_lambda_targets
 from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, masked_log_softmax, sample_available
@@ -52,39 +52,46 @@ class CounterfactualActorCritic(Learner):
         self.episodes_since_target_update = 0
 
     # --- pieces -----------------------------------------------------------------------------------
-    def policy_log_probs(self, batch: EpisodeBatch) -> torch.Tensor:
+    def actor_inputs(self, batch: EpisodeBatch) -> torch.Tensor:
+        """The actor's inputs for every slot (parameter-free: build once per update, index per minibatch)."""
+        return batch_agent_inputs(batch, self.cfg.obs_last_action)
+
+    def policy_log_probs(self, batch: EpisodeBatch, inputs: torch.Tensor | None = None) -> torch.Tensor:
         """log pi^a(.|tau^a_t) for every slot: [B, T+1, n, |U|], masked by availability."""
-        return masked_log_softmax(self.actor(batch_agent_inputs(batch, self.cfg.obs_last_action)), batch.avail)
+        return masked_log_softmax(self.actor(self.actor_inputs(batch) if inputs is None else inputs), batch.avail)
 
     def train_critic(self, batch: EpisodeBatch) -> dict[str, float]:
+        inputs = self.critic.base_inputs(batch)  # shared by the target and every epoch
         with torch.no_grad():
-            _, target_taken = self.target_critic.q_taken(self.target_critic.base_features(batch), batch.actions)
+            _, target_taken = self.target_critic.q_taken(self.target_critic.base_features(batch, inputs), batch.actions)
             targets = td_lambda_targets(batch, target_taken, self.common.gamma, self.cfg.td_lambda)
         mask = batch.filled.unsqueeze(-1)
         for _ in range(self.cfg.critic_epochs):
-            _, taken = self.critic.q_taken(self.critic.base_features(batch), batch.actions)
+            _, taken = self.critic.q_taken(self.critic.base_features(batch, inputs), batch.actions)
             loss = masked_mean((taken[:, :-1] - targets) ** 2, mask)
             self.critic_opt.zero_grad()
             loss.backward()
-            grad_norm = clip_grad(self.critic.parameters(), self.cfg.grad_norm_clip)
+            # a tensor until the end: converting it here would sync a GPU once per epoch
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.grad_norm_clip)
             self.critic_opt.step()
         self.episodes_since_target_update += batch.batch_size
         if self.episodes_since_target_update >= self.cfg.target_update_interval:
             self.target_critic.load_state_dict(self.critic.state_dict())
             self.episodes_since_target_update = 0
-        return {"critic_loss": loss.item(), "critic_grad_norm": grad_norm,
-                "target_mean": float(masked_mean(targets, mask))}
+        loss, grad_norm, target_mean = torch.stack([loss.detach(), grad_norm, masked_mean(targets, mask)]).tolist()
+        return {"critic_loss": loss, "critic_grad_norm": grad_norm, "target_mean": target_mean}
 
     @torch.no_grad()
     def marginal_advantage(self, batch: EpisodeBatch, pi: torch.Tensor, m: int,
-                           kind: Literal["coma", "td"] = "coma") -> torch.Tensor:
+                           kind: Literal["coma", "td"] = "coma", base: torch.Tensor | None = None) -> torch.Tensor:
         """A^a_mar(t) = (1/m) sum_k A^a_ctf(s_t, u^a_t, u^{-a}_{t,k})  ->  [B, T, n].
 
         Sample k = 0 is the executed joint action; samples 1..m-1 are drawn from ``pi`` (the policies
         that collected the data), per agent, over available actions only. All m samples go through
         the critic in one forward. ``kind="coma"`` is eq. 1 per sample (Q of the own executed action
         minus the own-policy baseline); ``kind="td"`` is eq. 9 (r + gamma V(s', u'^{-a}_k) - V(s, u^{-a}_k)
-        with V = sum_u pi^a(u) Q). With m = 1 and "coma" this is exactly COMA's advantage.
+        with V = sum_u pi^a(u) Q). With m = 1 and "coma" this is exactly COMA's advantage. ``base``: the
+        critic's ``base_features(batch)`` when the caller already has them (they do not depend on pi).
         """
         b, t1, n, n_act = pi.shape
         executed = batch.actions.unsqueeze(2)  # [B, T+1, 1, n]
@@ -94,7 +101,9 @@ class CounterfactualActorCritic(Learner):
             joint = torch.cat([executed, others], dim=2)
         else:
             joint = executed
-        q = self.critic(self.critic.base_features(batch), joint)  # [B, T+1, m, n, |U|]
+        if base is None:
+            base = self.critic.base_features(batch)
+        q = self.critic(base, joint)  # [B, T+1, m, n, |U|]
         baseline = (q * pi.unsqueeze(2)).sum(-1)  # V(s, u^{-a}_k) under a's own policy: [B, T+1, m, n]
         if kind == "coma":
             own = q.gather(-1, executed.expand(b, t1, q.shape[2], n).unsqueeze(-1)).squeeze(-1)
@@ -105,10 +114,11 @@ class CounterfactualActorCritic(Learner):
             per_sample = reward + self.common.gamma * not_term * baseline[:, 1:] - baseline[:, :-1]
         return per_sample.mean(dim=2) * batch.filled.unsqueeze(-1)
 
-    def step_actor(self, loss: torch.Tensor) -> float:
+    def step_actor(self, loss: torch.Tensor) -> torch.Tensor:
+        """One actor step; returns the gradient norm as a tensor (no GPU sync: convert it once, at the end)."""
         self.actor_opt.zero_grad()
         loss.backward()
-        grad_norm = clip_grad(self.actor.parameters(), self.cfg.grad_norm_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.grad_norm_clip)
         self.actor_opt.step()
         return grad_norm
 

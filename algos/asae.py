@@ -24,6 +24,7 @@ import torch
 from algos.actor_critic import ActorCriticConfig, CounterfactualActorCritic
 from algos.base import masked_mean
 from algos.batch import EpisodeBatch
+from algos.networks import masked_log_softmax
 from algos.ppo import clipped_surrogate_loss, episode_minibatches, normalize_advantages, per_agent_kl
 from envs.config import require
 
@@ -63,29 +64,31 @@ class ASAE(CounterfactualActorCritic):
         batch = batch.to(self.device)
         metrics = self.train_critic(batch)
         mask = batch.filled.unsqueeze(-1)
+        inputs = self.actor_inputs(batch)  # built once: every epoch and the diagnostics reuse them
         with torch.no_grad():
-            logp_old = self.policy_log_probs(batch)
+            logp_old = self.policy_log_probs(batch, inputs)
             pi_old = logp_old.exp()
-            advantages = self.marginal_advantage(batch, pi_old, cfg.m, cfg.advantage)
+            base = self.critic.base_features(batch)  # the critic is fixed from here on: reused below
+            advantages = self.marginal_advantage(batch, pi_old, cfg.m, cfg.advantage, base)
             logp_old_taken = logp_old[:, :-1].gather(-1, batch.actions[:, :-1].unsqueeze(-1)).squeeze(-1)
         adv = normalize_advantages(advantages, mask) if cfg.normalize_advantage else advantages
         for _ in range(cfg.ppo_epochs):
             for idx in episode_minibatches(batch.batch_size, cfg.minibatches):
-                sub = batch[idx]
-                loss, entropy, clip_frac = self.actor_loss(self.policy_log_probs(sub), sub.actions,
-                                                           logp_old_taken[idx], adv[idx], mask[idx])
+                logp = masked_log_softmax(self.actor(inputs[idx]), batch.avail[idx])
+                loss, entropy, clip_frac = self.actor_loss(logp, batch.actions[idx], logp_old_taken[idx], adv[idx],
+                                                           mask[idx])
                 grad_norm = self.step_actor(loss)
         metrics.update({"actor_loss": loss.item(), "entropy": entropy.item(), "clip_frac": clip_frac.item(),
-                        "actor_grad_norm": grad_norm, "advantage_mean": float(masked_mean(advantages, mask))})
-        metrics.update(self._synchrony_diagnostics(batch, logp_old, advantages, mask))
+                        "actor_grad_norm": float(grad_norm), "advantage_mean": float(masked_mean(advantages, mask))})
+        metrics.update(self._synchrony_diagnostics(batch, logp_old, advantages, mask, inputs, base))
         return metrics
 
     @torch.no_grad()
-    def _synchrony_diagnostics(self, batch, logp_old, advantages, mask) -> dict[str, float]:
-        logp_new = self.policy_log_probs(batch)
+    def _synchrony_diagnostics(self, batch, logp_old, advantages, mask, inputs, base) -> dict[str, float]:
+        logp_new = self.policy_log_probs(batch, inputs)
         per_agent = per_agent_kl(logp_old, logp_new, mask)  # KL(pi_i || pi_{i+1}) per agent
         out = {"kl": float(per_agent.mean()), "kl_max_agent": float(per_agent.max())}
         if self.cfg.log_async_gap:
-            new_adv = self.marginal_advantage(batch, logp_new.exp(), self.cfg.m, self.cfg.advantage)
+            new_adv = self.marginal_advantage(batch, logp_new.exp(), self.cfg.m, self.cfg.advantage, base)
             out["async_gap"] = float(masked_mean((new_adv - advantages).abs(), mask))
         return out

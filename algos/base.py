@@ -15,7 +15,7 @@ import torch
 
 from envs.base import TeamObs, TeamSpec
 from algos.batch import EpisodeBatch
-from algos.networks import RNNAgent, build_agent_inputs, greedy_available, masked_log_softmax, sample_available
+from algos.networks import RNNAgent, greedy_available, masked_log_softmax, sample_available
 
 
 @dataclass(frozen=True)
@@ -58,20 +58,35 @@ class PolicyController(Controller):
 
     def __init__(self, actor: RNNAgent, spec: TeamSpec, device: torch.device, last_action: bool = True):
         self.actor, self.spec, self.device, self.last_action = actor, spec, device, last_action
+        self._constants: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def init_hidden(self, n_envs: int):
         return self.actor.init_hidden(n_envs, self.spec.n_agents, self.device)
 
+    def _step_constants(self, n_envs: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Built once per number of envs, on the device: the agent-id one-hots [B, n, n] of
+        ``build_agent_inputs`` and a one-hot table whose extra last row is zeros, so that indexing it with
+        the last actions gives ``last_actions_onehot`` (-1, "none yet", picks the zero row) in one lookup."""
+        if self._constants is None or self._constants[0] != n_envs:
+            n, a = self.spec.n_agents, self.spec.n_actions
+            ids = torch.eye(n, device=self.device).expand(n_envs, n, n)
+            table = torch.cat([torch.eye(a, device=self.device), torch.zeros(1, a, device=self.device)])
+            self._constants = (n_envs, ids, table)
+        return self._constants[1], self._constants[2]
+
     @torch.no_grad()
     def act(self, obs, last_actions, hidden, t_env, test_mode):
+        ids, onehot_table = self._step_constants(obs.obs.shape[0])
         avail = obs.avail.to(self.device)
-        last = last_actions_onehot(last_actions, self.spec.n_actions).to(self.device) if self.last_action else None
-        logits, hidden = self.actor.step(build_agent_inputs(obs.obs.to(self.device), last), hidden)
+        parts = [obs.obs.to(self.device)]
+        if self.last_action:
+            parts.append(onehot_table[last_actions.to(self.device)])
+        logits, hidden = self.actor.step(torch.cat(parts + [ids], dim=-1), hidden)
         if test_mode:
             actions = greedy_available(logits, avail)
         else:
             actions = sample_available(masked_log_softmax(logits, avail).exp(), avail)
-        return actions.cpu(), hidden
+        return actions.cpu(), hidden  # the one device-to-host transfer per step: the env needs the actions
 
 
 class Learner(abc.ABC):

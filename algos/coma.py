@@ -37,5 +37,5 @@ class COMA(CounterfactualActorCritic):
         mask = batch.filled.unsqueeze(-1)
         loss, entropy = self.actor_loss(logp, batch.actions, advantages, mask)
         grad_norm = self.step_actor(loss)
-        return {**metrics, "actor_loss": loss.item(), "entropy": entropy.item(), "actor_grad_norm": grad_norm,
+        return {**metrics, "actor_loss": loss.item(), "entropy": entropy.item(), "actor_grad_norm": float(grad_norm),
                 "advantage_mean": float(masked_mean(advantages, mask))}

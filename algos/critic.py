@@ -35,21 +35,31 @@ class CentralQCritic(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, hidden_dim)
         self.out = nn.Linear(hidden_dim, a)
 
-    def base_features(self, batch: EpisodeBatch) -> torch.Tensor:
-        """First-layer pre-activations of the per-step inputs: [B, T+1, n, H]."""
+    def base_inputs(self, batch: EpisodeBatch) -> torch.Tensor:
+        """The per-step inputs [B, T+1, n, state + obs + n|U| + n]: no parameters, so one tensor serves the
+        critic, its target copy and every critic epoch of an update."""
         b, t1, n, _ = batch.obs.shape
         state = batch.state.unsqueeze(2).expand(b, t1, n, batch.state.shape[-1])
         last_joint = batch.last_actions_onehot().reshape(b, t1, 1, n * self.n_actions).expand(b, t1, n, n * self.n_actions)
         ids = torch.eye(n, device=batch.obs.device).expand(b, t1, n, n)
-        return self.base(torch.cat([state, batch.obs, last_joint, ids], dim=-1))
+        return torch.cat([state, batch.obs, last_joint, ids], dim=-1)
+
+    def base_features(self, batch: EpisodeBatch, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """First-layer pre-activations of the per-step inputs: [B, T+1, n, H]."""
+        return self.base(self.base_inputs(batch) if inputs is None else inputs)
 
     def forward(self, base: torch.Tensor, joint_actions: torch.Tensor) -> torch.Tensor:
-        """base [B, T, n, H], joint_actions [B, T, m, n] -> Q [B, T, m, n, |U|] (one forward for all samples)."""
+        """base [B, T, n, H], joint_actions [B, T, m, n] -> Q [B, T, m, n, |U|] (one forward for all samples).
+
+        The [B, T, m, n, H] activations are the memory traffic of ASAE's m samples: they are updated in
+        place (same arithmetic, same order) instead of allocating a new tensor per operation.
+        """
         agent_idx = torch.arange(self.n_agents, device=joint_actions.device)
         rows = self.action_rows[agent_idx, joint_actions]  # [B, T, m, n, H]: row of agent j's action
-        others = rows.sum(dim=-2, keepdim=True) - rows  # for agent a: sum over j != a
-        h = F.relu(base.unsqueeze(2) + others)
-        return self.out(F.relu(self.fc2(h)))
+        h = torch.sub(rows.sum(dim=-2, keepdim=True), rows, out=rows if not rows.requires_grad else None)
+        h += base.unsqueeze(2)  # for agent a: base_a + sum over j != a of agent j's row
+        h = F.relu(h, inplace=True)
+        return self.out(F.relu(self.fc2(h), inplace=True))
 
     def q_taken(self, base: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Q of the executed joint action: (all action values [B, T, n, |U|], taken value [B, T, n])."""
@@ -64,14 +74,20 @@ def td_lambda_targets(batch: EpisodeBatch, target_q: torch.Tensor, gamma: float,
     an episode G_t = r_t + gamma (1 - term_t) Q_{t+1}: a time-limit truncation bootstraps, a terminal
     state does not. Padding steps are zero.
     """
-    reward = batch.reward.unsqueeze(-1)
-    not_term = (1.0 - batch.terminated).unsqueeze(-1)
+    # Everything that does not depend on G_{t+1} is computed for all t at once (the same products as the
+    # recursion's, so the same values), leaving a few torch calls per step in the loop over time.
+    q_next = target_q[:, 1:]
     end = batch.episode_end.unsqueeze(-1)
-    filled = batch.filled.unsqueeze(-1)
-    returns = torch.zeros_like(target_q[:, :-1])
+    bootstrap = (end * q_next).unbind(1)  # end_t Q_{t+1}
+    not_end = (1 - end).unbind(1)
+    lambda_free = ((1 - td_lambda) * q_next).unbind(1)  # (1 - lambda) Q_{t+1}
+    discount = (gamma * (1.0 - batch.terminated).unsqueeze(-1)).unbind(1)  # gamma (1 - term_t)
+    reward = batch.reward.unsqueeze(-1).unbind(1)
+    filled = batch.filled.unsqueeze(-1).unbind(1)
+    out = []
     nxt = torch.zeros_like(target_q[:, 0])
     for t in reversed(range(batch.max_t)):
-        tail = end[:, t] * target_q[:, t + 1] + (1 - end[:, t]) * ((1 - td_lambda) * target_q[:, t + 1] + td_lambda * nxt)
-        nxt = filled[:, t] * (reward[:, t] + gamma * not_term[:, t] * tail)
-        returns[:, t] = nxt
-    return returns
+        tail = bootstrap[t] + not_end[t] * (lambda_free[t] + td_lambda * nxt)
+        nxt = filled[t] * (reward[t] + discount[t] * tail)
+        out.append(nxt)
+    return torch.stack(out[::-1], dim=1)

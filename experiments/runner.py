@@ -67,11 +67,10 @@ class EpisodeRunner:
         buffers = {name: _TeamBuffer(b, limit, spec, obs[name]) for name, spec in self.specs.items()}
         hidden = {name: ctrl.init_hidden(b) for name, ctrl in self.controllers.items()}
         last = {name: torch.full((b, spec.n_agents), -1, dtype=torch.long) for name, spec in self.specs.items()}
-        terminated = torch.zeros(b, limit)
+        env_terminated = torch.zeros(b, limit, dtype=torch.bool)  # as the env reported it, masked after the loop
         filled = torch.zeros(b, limit)
         done = torch.zeros(b, dtype=torch.bool)
         returns = {name: torch.zeros(b) for name in self.specs}
-        lengths = torch.zeros(b, dtype=torch.long)
         episode_stats = {key: torch.zeros(b) for key in info.episode_stats}
         t_used = limit
         for t in range(limit):
@@ -84,8 +83,7 @@ class EpisodeRunner:
             active = ~done
             active_f = active.float()
             filled[:, t] = active_f
-            terminated[:, t] = (result.terminated & active).float()
-            lengths += active.long()
+            env_terminated[:, t] = result.terminated
             for name in self.specs:
                 reward = result.reward[name] * active_f
                 buffers[name].reward[:, t] = reward
@@ -106,6 +104,8 @@ class EpisodeRunner:
         # An action at the final state (never executed): the bootstrap target needs Q(s_T, u_T).
         for name, ctrl in self.controllers.items():
             buffers[name].actions[:, t_used], _ = ctrl.act(obs[name], last[name], hidden[name], t_env, test_mode)
+        terminated = (env_terminated & filled.bool()).float()
+        lengths = filled.sum(1).long()  # sums of 0/1 floats: exact
         batches = {name: buf.batch(t_used, terminated, filled) for name, buf in buffers.items()}
         stats = {}
         for name in self.specs:
