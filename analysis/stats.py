@@ -148,30 +148,35 @@ def performance_profiles(matrices: dict[str, np.ndarray], taus: np.ndarray, reps
 # ----------------------------------------------------------------------------- curves
 
 def curve_grid(rows: pd.DataFrame, points: int = 100, group: Sequence[str] = ()) -> pd.DataFrame:
-    """Resample each run's curve onto a common x grid (linear interpolation inside the run's own
-    range, NaN outside), so seeds whose tests fell on different t_env can be averaged per x. The grid
-    is the logged steps themselves when the runs share (nearly) one schedule, else ``points`` even steps."""
+    """Put every run's curve on x values shared by all runs, so seeds can be averaged per x.
+
+    Evaluations happen every `test_interval` env steps, but at a t_env that differs a little between
+    runs (episodes end at different times). When a group has at most 2 x ``points`` such evaluations,
+    each step is snapped to the nearest multiple of the typical spacing (the k-th test of every run
+    lands on one x). Denser series are interpolated onto ``points`` even steps within each run's range.
+    """
     out = []
     for _, sub in rows.groupby(list(group), observed=True, dropna=False) if group else [((), rows)]:
+        sub = sub[np.isfinite(sub["value"].to_numpy(dtype=float))]
         if sub.empty:
             continue
-        logged = np.unique(sub["step"].to_numpy())
-        grid = logged.astype(float) if len(logged) <= 2 * points else np.linspace(0, logged[-1], points)
-        for run_id, run in sub.groupby(["run_id", "team"], observed=True):
+        gaps = np.concatenate([np.diff(np.unique(r)) for r in sub.groupby(["run_id", "team"], observed=True)["step"]
+                               .apply(np.asarray)])
+        spacing = float(np.median(gaps)) if gaps.size else 1.0
+        if sub["step"].max() / max(spacing, 1.0) <= 2 * points:
+            snapped = sub.assign(step=(np.round(sub["step"] / max(spacing, 1.0)) * spacing))
+            keys = [c for c in snapped.columns if c != "value"]
+            out.append(snapped.groupby(keys, observed=True, dropna=False, sort=False)["value"].mean().reset_index())
+            continue
+        grid = np.linspace(0, sub["step"].max(), points)
+        for _, run in sub.groupby(["run_id", "team"], observed=True):
             run = run.sort_values("step")
             x, y = run["step"].to_numpy(float), run["value"].to_numpy(float)
-            ok = np.isfinite(y)
-            x, y = x[ok], y[ok]
-            if x.size == 0:
-                continue
             inside = (grid >= x[0]) & (grid <= x[-1])
-            yi = np.where(inside, np.interp(grid, x, y), np.nan)
-            frame = pd.DataFrame({"step": grid, "value": yi})
-            first = run.iloc[0]
-            for col in run.columns:
-                if col not in ("step", "value"):
-                    frame[col] = first[col]
-            out.append(frame[inside])
+            frame = pd.DataFrame({"step": grid[inside], "value": np.interp(grid[inside], x, y)})
+            for col in run.columns.drop(["step", "value"]):
+                frame[col] = run[col].iloc[0]
+            out.append(frame)
     if not out:
         return pd.DataFrame(columns=[*rows.columns])
     return pd.concat(out, ignore_index=True)
