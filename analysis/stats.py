@@ -152,8 +152,9 @@ def curve_grid(rows: pd.DataFrame, points: int = 100, group: Sequence[str] = ())
 
     Evaluations happen every `test_interval` env steps, but at a t_env that differs a little between
     runs (episodes end at different times). When a group has at most 2 x ``points`` such evaluations,
-    each step is snapped to the nearest multiple of the typical spacing (the k-th test of every run
-    lands on one x). Denser series are interpolated onto ``points`` even steps within each run's range.
+    each is assigned to the nearest multiple k of the typical spacing and drawn at the mean step of
+    all runs' k-th evaluations. Denser series are interpolated onto ``points`` even steps within each
+    run's range.
     """
     out = []
     for _, sub in rows.groupby(list(group), observed=True, dropna=False) if group else [((), rows)]:
@@ -164,7 +165,9 @@ def curve_grid(rows: pd.DataFrame, points: int = 100, group: Sequence[str] = ())
                                .apply(np.asarray)])
         spacing = float(np.median(gaps)) if gaps.size else 1.0
         if sub["step"].max() / max(spacing, 1.0) <= 2 * points:
-            snapped = sub.assign(step=(np.round(sub["step"] / max(spacing, 1.0)) * spacing))
+            k = np.round(sub["step"].to_numpy() / max(spacing, 1.0))
+            x = pd.Series(sub["step"].to_numpy(dtype=float)).groupby(k).transform("mean").to_numpy()
+            snapped = sub.assign(step=x)  # the k-th evaluation of every run at the mean step of k-th evaluations
             keys = [c for c in snapped.columns if c != "value"]
             out.append(snapped.groupby(keys, observed=True, dropna=False, sort=False)["value"].mean().reset_index())
             continue

@@ -196,3 +196,18 @@ def test_ablations_hold_the_other_paper_setting_fixed(tmp_path, paper):
     assert dict(zip(by_m["m"], by_m["mean"].round(6))) == {1: 0.2, 10: 0.9}
     by_clip = tables.param_table(ablation_frame(frame, "clip", paper), "clip")
     assert dict(zip(by_clip["clip"], by_clip["mean"].round(6))) == {"0.1": 0.9, "0.3": 0.5, "none": 0.4}
+
+
+def test_curves_of_seeds_share_x_even_when_test_steps_differ():
+    import numpy as np
+    import pandas as pd
+
+    from analysis.stats import convergence_step, curve_grid
+
+    rows = pd.DataFrame({"run_id": ["a"] * 3 + ["b"] * 3, "team": "team", "step": [0, 5010, 10030, 0, 5040, 10000],
+                         "value": [0.0, 1.0, 2.0, 0.0, 3.0, 4.0]})
+    grid = curve_grid(rows)
+    assert grid.groupby("step")["value"].mean().round(6).to_dict() == {0.0: 0.0, 5025.0: 2.0, 10015.0: 3.0}
+    steps = np.arange(100) * 1000.0
+    rising = np.minimum(steps / 40_000, 1.0)  # reaches its final level at 40k steps
+    assert 36_000 <= convergence_step(steps, rising) <= 42_000
