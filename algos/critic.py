@@ -54,8 +54,11 @@ class CentralQCritic(nn.Module):
         The [B, T, m, n, H] activations are the memory traffic of ASAE's m samples: they are updated in
         place (same arithmetic, same order) instead of allocating a new tensor per operation.
         """
-        agent_idx = torch.arange(self.n_agents, device=joint_actions.device)
-        rows = self.action_rows[agent_idx, joint_actions]  # [B, T, m, n, H]: row of agent j's action
+        n, a = self.n_agents, self.n_actions
+        # [B, T, m, n, H]: the row of agent j's action, as one embedding lookup (the same values and
+        # gradients as indexing action_rows[j, u], a few times faster on CPU)
+        first_row = torch.arange(0, n * a, a, device=joint_actions.device)
+        rows = F.embedding(joint_actions + first_row, self.action_rows.view(n * a, -1))
         h = torch.sub(rows.sum(dim=-2, keepdim=True), rows, out=rows if not rows.requires_grad else None)
         h += base.unsqueeze(2)  # for agent a: base_a + sum over j != a of agent j's row
         h = F.relu(h, inplace=True)
