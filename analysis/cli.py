@@ -74,12 +74,10 @@ def report_main(argv: list[str]) -> int:
     if not source.startswith(("mongodb://", "mongodb+srv://")) and not Path(source).exists():
         raise ConfigError(f"runs directory {source!r} does not exist; train some with `asae train` or pass --runs DIR")
     frame = load_runs(source, latest_only=not args.all_runs, progress=True, db_name=args.db)
+    for where, why in frame.attrs.get("skipped") or []:
+        _log(f"skipped {where}: {why}")
     require_runs(frame, source)
-    skipped = frame.attrs.get("skipped") or []
-    _log(f"loaded {frame['run_id'].nunique()} run(s) from {source} in {frame.attrs['load_seconds']:.1f}s"
-         + (f"; skipped {len(skipped)} unreadable run(s):" if skipped else ""))
-    for where, why in skipped:
-        _log(f"  {where}: {why}")
+    _log(f"loaded {frame['run_id'].nunique()} run(s) from {source} in {frame.attrs['load_seconds']:.1f}s")
     frame = select_preset(frame, args.preset)
     ablation = args.command in ("ablation-m", "ablation-clip") or preset_name(args.preset) in ABLATION_OF
     if not (ablation or args.command == "all" or args.any_settings):

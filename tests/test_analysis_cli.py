@@ -41,7 +41,11 @@ def test_only_broken_runs_say_so(tmp_path, capsys):
     r = run(make_experiment(), [FileStorageObserver(str(tmp_path))], run_key="x", metrics={"return_mean": curve(1.0)})
     (tmp_path / "1" / "metrics.json").write_text("{")
     assert r.status == "COMPLETED" and report("curves", "--runs", str(tmp_path)) == 2
-    assert "no runs found in" in capsys.readouterr().err and "(1 unreadable run directory skipped)"
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"skipped {tmp_path / '1'}: metrics.json is truncated (Expecting property name enclosed in double quotes "
+        "at line 1 column 2)",
+        f"asae report: no runs found in {tmp_path} (1 unreadable run directory skipped); "
+        "train some with `asae train` or pass --runs DIR"]
 
 
 @pytest.fixture(scope="module")
