@@ -197,8 +197,11 @@ def aggregates(table: pd.DataFrame, paper: Paper | None = None, title: str = "")
     colors = {label(a): c for a, c in _palette(algos, paper).items() if a in algos}
     fig, _ = plot_utils.plot_interval_estimates(point, interval, metric_names=list(AGGREGATES),
                                                 algorithms=[label(a) for a in algos], colors=colors,
-                                                xlabel="final win rate", subfigure_width=3.0, row_height=0.6,
+                                                xlabel="final win rate", subfigure_width=3.4, row_height=0.6,
                                                 xlabel_y_coordinate=-0.35 - 0.1 / max(len(algos), 1))
+    for ax in fig.axes:  # win rates and their optimality gap all live in [0, 1]
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])
     if title:
         fig.suptitle(title, y=1.08)
     return fig
