@@ -49,7 +49,10 @@ class QLearningConfig:
     optimizer: Literal["adam", "rmsprop"] = "adam"
     optim_alpha: float = 0.99  # RMSprop smoothing constant (rmsprop only)
     optim_eps: float = 1e-5  # RMSprop epsilon (rmsprop only)
-    updates_per_train: int = 1  # gradient steps per trainer iteration (each on a fresh replay sample)
+    # Gradient steps per trainer iteration (n_envs new episodes), each on a fresh replay sample.
+    # 1 = PyMARL's parallel runner (one step per n_envs episodes); n_envs = its episode runner (one per
+    # episode): n_envs times the updates per env step, and learns faster per env step on MPE spread.
+    updates_per_train: int = 1
 
     def check(self) -> None:
         for name in ("rnn_hidden_dim", "buffer_size", "target_update_interval", "n_step", "updates_per_train"):
