@@ -74,6 +74,7 @@ class ASAE(CounterfactualActorCritic):
         adv = normalize_advantages(advantages, mask) if cfg.normalize_advantage else advantages
         for _ in range(cfg.ppo_epochs):
             for idx in episode_minibatches(batch.batch_size, cfg.minibatches):
+                idx = idx.to(self.device, non_blocking=True)  # one copy, not a GPU sync per indexed tensor
                 logp = masked_log_softmax(self.actor(inputs[idx]), batch.avail[idx])
                 loss, entropy, clip_frac = self.actor_loss(logp, batch.actions[idx], logp_old_taken[idx], adv[idx],
                                                            mask[idx])

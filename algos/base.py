@@ -77,10 +77,12 @@ class PolicyController(Controller):
     @torch.no_grad()
     def act(self, obs, last_actions, hidden, t_env, test_mode):
         ids, onehot_table = self._step_constants(obs.obs.shape[0])
-        avail = obs.avail.to(self.device)
-        parts = [obs.obs.to(self.device)]
+        # Host-to-device copies that do not wait for the GPU stream (the sources are fresh unpinned host
+        # tensors, which CUDA stages before returning); on a CPU device they are no-ops.
+        avail = obs.avail.to(self.device, non_blocking=True)
+        parts = [obs.obs.to(self.device, non_blocking=True)]
         if self.last_action:
-            parts.append(onehot_table[last_actions.to(self.device)])
+            parts.append(onehot_table[last_actions.to(self.device, non_blocking=True)])
         logits, hidden = self.actor.step(torch.cat(parts + [ids], dim=-1), hidden)
         if test_mode:
             actions = greedy_available(logits, avail)
