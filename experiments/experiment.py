@@ -5,8 +5,8 @@ so `print_config` shows the full resolved config and a bad value stops before an
 """
 from __future__ import annotations
 
+import logging
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,33 @@ SETTINGS.CAPTURE_MODE = "sys"  # fd capture hides the terminal from tqdm and bre
 SETTINGS.CONFIG.READ_ONLY_CONFIG = False
 
 ex = Experiment("asae", save_git_info=False)
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at emit time (Sacred's default handler keeps the stream it saw
+    first, which under test runners or a redirected stderr may since have been closed)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _run_logger() -> logging.Logger:
+    logger = logging.getLogger("asae")
+    if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
+        handler = _CurrentStderr()
+        handler.setFormatter(logging.Formatter("%(levelname)s - %(name)s - %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    return logger
+
+
+ex.logger = _run_logger()
 
 # Set by the caller of a run (CLI or API) and read by `main`; Sacred configs must stay JSON-able.
 RUNTIME: dict[str, Any] = {"stop_event": None, "progress": "off"}
@@ -85,8 +112,20 @@ class Interrupted(SacredInterrupt):
     STATUS = "INTERRUPTED"
 
 
+class _QuietAddedEntries(logging.Filter):
+    """Team names are keys a user adds under `teams`/`team_learners`; Sacred warns about each one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith("Added new config entry")
+
+
+for _name in ("asae", None):  # Sacred logs it on the run's logger or the root logger
+    logging.getLogger(_name).addFilter(_QuietAddedEntries())
+
+
 @ex.main
-def main(_run, _config):
+def main(_run, _config, teams, team_learners):
+    # `teams` and `team_learners` are captured so Sacred accepts team names added to these empty dicts.
     from experiments.trainer import MetricLogger, Stopped, Trainer
 
     cfg = run_config.validate(_config)

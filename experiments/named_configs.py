@@ -58,13 +58,6 @@ def merged(*layers: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-@ex.capture
-def team_keys(teams, team_learners):
-    """Declares `teams` and `team_learners` as dicts whose keys (team names) a named config or the command
-    line adds: Sacred rejects a key added to a dict of the default config ("not used anywhere") unless a
-    captured function takes that dict. Never called; capturing is the declaration."""
-
-
 def named_config(name: str, doc: str, *layers: Mapping[str, Any]) -> None:
     ex.add_named_config(name, merged(*layers))
     ex.named_configs[name].__doc__ = doc  # `asae list` shows it

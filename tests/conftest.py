@@ -4,6 +4,12 @@ from pathlib import Path
 
 import pytest
 
+# submitit installs a logging handler bound to the sys.stderr it sees at import. Imported for the first
+# time inside a test that uses capsys, that stream is closed at the test's end and the next log record
+# (with jax loaded) kills the test process ("lost sys.stderr"). Importing it here binds the handler to
+# the session's stream, which lives as long as pytest.
+import submitit  # noqa: E402,F401
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
