@@ -24,6 +24,10 @@ class EpisodeStats:
     lengths: list[int] = field(default_factory=list)
     stats: dict[str, list[float]] = field(default_factory=dict)
 
+    def first(self, n: int) -> "EpisodeStats":
+        """The first n episodes (test evaluations play whole rounds of B envs but report exactly n)."""
+        return EpisodeStats(self.returns[:n], self.lengths[:n], {k: v[:n] for k, v in self.stats.items()})
+
     def extend(self, other: "EpisodeStats") -> None:
         self.returns += other.returns
         self.lengths += other.lengths

@@ -137,7 +137,7 @@ class Trainer:
             _, stats, _ = self._collect(True, self.cfg.test_episodes, self.test_rng)
         out = {}
         for team, team_stats in stats.items():
-            for key, value in summarize(team_stats, "test_").items():
+            for key, value in summarize(team_stats.first(self.cfg.test_episodes), "test_").items():
                 out[self._name(team, key)] = value
         for name, value in out.items():
             self.logger.log(name, value, self.t_env)
