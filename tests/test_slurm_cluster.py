@@ -23,6 +23,17 @@ def sacct(job: str) -> list[str]:
     return out.split()
 
 
+def settled_sacct(job: str, timeout: float = 60.0) -> list[str]:
+    """sacct once every task has left RUNNING/PENDING: a task whose result is already written (what
+    `--wait` waits for) can still be exiting for a moment in SLURM's accounting."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = sacct(job)
+        if not any(r.endswith(("|RUNNING", "|PENDING", "|COMPLETING")) for r in rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(1.0)
+
+
 def jobs_of(results, preset: str) -> dict[str, str]:
     state = json.loads((results / "sweeps" / preset / "state.json").read_text())["runs"]
     return {key: entry["job_id"] for key, entry in state.items()}
@@ -40,7 +51,7 @@ def test_sweep_runs_as_a_job_array_and_resubmission_submits_nothing(tmp_path):
     jobs = jobs_of(results, "tiny")
     assert len(jobs) == 4 and len({j.split("_")[0] for j in jobs.values()}) == 1  # one array, four tasks
     assert sorted(j.split("_")[1] for j in jobs.values()) == ["0", "1", "2", "3"]
-    assert sorted(sacct(next(iter(jobs.values())))) == sorted(f"{j}|COMPLETED" for j in jobs.values())
+    assert sorted(settled_sacct(next(iter(jobs.values())))) == sorted(f"{j}|COMPLETED" for j in jobs.values())
     runs = runs_of(results)
     assert sorted(r["run_key"] for r in runs) == sorted(jobs) and all(r["status"] == "COMPLETED" for r in runs)
 
