@@ -40,6 +40,8 @@ class ActorCriticConfig:
 
 
 class CounterfactualActorCritic(Learner):
+    state_attrs = ("actor", "critic", "target_critic", "actor_opt", "critic_opt", "episodes_since_target_update")
+
     def __init__(self, spec: TeamSpec, cfg: Any, common: Common):
         super().__init__(spec, cfg, common)
         in_dim = agent_input_dim(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.obs_last_action)
@@ -125,20 +127,3 @@ class CounterfactualActorCritic(Learner):
     @staticmethod
     def entropy(logp: torch.Tensor) -> torch.Tensor:
         return -(logp.exp() * logp).sum(-1)
-
-    # --- checkpointing ----------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-            "target_critic": self.target_critic.state_dict(), "actor_opt": self.actor_opt.state_dict(),
-            "critic_opt": self.critic_opt.state_dict(),
-            "episodes_since_target_update": self.episodes_since_target_update,
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.target_critic.load_state_dict(state["target_critic"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.episodes_since_target_update = state["episodes_since_target_update"]

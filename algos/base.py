@@ -107,13 +107,27 @@ class Learner(abc.ABC):
     def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
         """One update from freshly collected episodes; returns scalar metrics to log."""
 
-    @abc.abstractmethod
-    def state_dict(self) -> dict[str, Any]:
-        ...
+    # Attributes that make up the learner's state for checkpoints: modules, optimizers and buffers (saved
+    # through their own state_dict) and plain counters. An attribute that is None (an optional mixer) is skipped.
+    state_attrs: ClassVar[tuple[str, ...]] = ()
 
-    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        state = {}
+        for name in self.state_attrs:
+            value = getattr(self, name)
+            if value is not None:
+                state[name] = value.state_dict() if hasattr(value, "state_dict") else value
+        return state
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        ...
+        for name in self.state_attrs:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if hasattr(value, "load_state_dict"):
+                value.load_state_dict(state[name])
+            else:
+                setattr(self, name, state[name])
 
 
 def clip_grad(params, max_norm: float) -> float:

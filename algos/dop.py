@@ -131,6 +131,8 @@ def tree_backup_targets(batch: EpisodeBatch, q_taken: torch.Tensor, expected_q: 
 
 
 class DOP(Learner):
+    state_attrs = ("actor", "critic", "target_critic", "actor_opt", "critic_opt", "buffer", "episodes_since_target_update")
+
     name = "dop"
     description = "DOP: off-policy decomposed policy gradients, linear k(s)-weighted critic, tree-backup + TD(lambda)"
     Config = DOPConfig
@@ -214,17 +216,3 @@ class DOP(Learner):
         replay = self.buffer.sample(self.common.batch_size).to(self.device)
         return {**self.train_critic(batch, replay), **self.train_actor(batch)}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                "target_critic": self.target_critic.state_dict(), "actor_opt": self.actor_opt.state_dict(),
-                "critic_opt": self.critic_opt.state_dict(), "buffer": self.buffer.state_dict(),
-                "episodes_since_target_update": self.episodes_since_target_update}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.target_critic.load_state_dict(state["target_critic"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        self.buffer.load_state_dict(state["buffer"])
-        self.episodes_since_target_update = state["episodes_since_target_update"]

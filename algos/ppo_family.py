@@ -57,6 +57,8 @@ class PPOConfig:
 
 
 class PPOFamily(Learner):
+    state_attrs = ("actor", "critic", "actor_opt", "critic_opt")
+
     def __init__(self, spec: TeamSpec, cfg: Any, common: Common):
         super().__init__(spec, cfg, common)
         in_dim = agent_input_dim(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.obs_last_action)
@@ -120,12 +122,3 @@ class PPOFamily(Learner):
                         "value_mean": float(masked_mean(values_old[:, :-1], mask))})
         return metrics
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.actor.load_state_dict(state["actor"])
-        self.critic.load_state_dict(state["critic"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])

@@ -96,6 +96,8 @@ def n_step_targets(batch: EpisodeBatch, next_values: torch.Tensor, gamma: float,
 
 
 class QLearner(Learner):
+    state_attrs = ("agent", "target_agent", "mixer", "target_mixer", "optimizer", "replay", "last_target_update_episode", "updates")
+
     on_policy = False
 
     def make_mixer(self) -> nn.Module | None:
@@ -181,22 +183,4 @@ class QLearner(Learner):
         return metrics
 
     # --- checkpointing ----------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        state = {"agent": self.agent.state_dict(), "target_agent": self.target_agent.state_dict(),
-                 "optimizer": self.optimizer.state_dict(), "replay": self.replay.state_dict(),
-                 "last_target_update_episode": self.last_target_update_episode, "updates": self.updates}
-        if self.mixer is not None:
-            state["mixer"] = self.mixer.state_dict()
-            state["target_mixer"] = self.target_mixer.state_dict()
-        return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.agent.load_state_dict(state["agent"])
-        self.target_agent.load_state_dict(state["target_agent"])
-        if self.mixer is not None:
-            self.mixer.load_state_dict(state["mixer"])
-            self.target_mixer.load_state_dict(state["target_mixer"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.replay.load_state_dict(state["replay"])
-        self.last_target_update_episode = state["last_target_update_episode"]
-        self.updates = state["updates"]
