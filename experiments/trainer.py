@@ -244,8 +244,8 @@ class Trainer:
                 self._log_window()
             if self.last_test_t != self.t_env:
                 last_test = self.evaluate()
+                bar.update(self.t_env, {}, last_test)
             self.save_checkpoint()
-            bar.update(self.t_env, {}, last_test)
         finally:
             bar.close()
             self.env.close()
