@@ -504,6 +504,7 @@ def main(argv: list[str]) -> int:
     for name in algo_names:
         algos.learner_class(name)  # unknown -> one line listing the valid algos
     learner_args = _key_values(args.learner_arg, "--learner-arg")
+    known_learner_keys = {k for name in algo_names for k in algos.learner_class(name).Config.__dataclass_fields__}
     n_envs_list = _int_list(args.n_envs, "--n-envs")
     batch_size = None if args.batch_size is None else _number(args.batch_size, "--batch-size")
     settings = {
@@ -524,9 +525,10 @@ def main(argv: list[str]) -> int:
             if not args.no_env_only:
                 plan.append({**common, "kind": "env_only", "algo": None, "rounds": rounds})
             for algo in algo_names:
-                learner = {k: v for k, v in learner_args.items() if k in algos.learner_class(algo).Config.__dataclass_fields__}
-                if learner_args and not learner:
-                    learner = learner_args  # none apply: let validation name the bad key
+                # a key goes to the algos that have it (m=5 reaches ASAE, not COMA); one that none of them
+                # has goes to all, so that validation names it
+                fields = algos.learner_class(algo).Config.__dataclass_fields__
+                learner = {k: v for k, v in learner_args.items() if k in fields or k not in known_learner_keys}
                 config = run_config(env, algo, learner, n_envs, bs, settings)
                 plan.append({**common, "kind": "train", "algo": algo, "rounds": rounds, "config": config})
     from experiments.trainer import resolve_device

@@ -53,18 +53,21 @@ def test_bench_writes_a_well_formed_report(workdir):
 
 
 def test_bench_in_process_with_a_custom_env_and_learner_args(workdir):
-    proc = run_bench("--env", "predator_prey", "--env-arg", "episode_limit=5", "--algos", "asae",
+    proc = run_bench("--env", "predator_prey", "--env-arg", "episode_limit=5", "--algos", "asae,coma",
                      "--learner-arg", "m=3", "--learner-arg", "ppo_epochs=1", "--no-env-only", "--in-process",
                      "--out", "b.json", *TINY, cwd=workdir)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((workdir / "b.json").read_text())
     assert report["settings"]["isolation"] == "none"
-    [r] = report["results"]
-    assert r["algo"] == "asae" and r["learner"]["m"] == 3 and r["learner"]["ppo_epochs"] == 1
-    assert r["env"] == {"name": "predator_prey", "episode_limit": 5}
-    positive_summary(r["env_steps_per_sec"])
-    positive_summary(r["update_ms"])
-    assert report["ratios"] == []  # no env-only figure, no COMA to compare with
+    asae, coma = report["results"]
+    assert asae["algo"] == "asae" and asae["learner"]["m"] == 3 and asae["learner"]["ppo_epochs"] == 1
+    assert coma["algo"] == "coma" and "m" not in coma["learner"]  # learner args reach the algos that have them
+    for r in (asae, coma):
+        assert r["env"] == {"name": "predator_prey", "episode_limit": 5}
+        positive_summary(r["env_steps_per_sec"])
+        positive_summary(r["update_ms"])
+    [ratios] = report["ratios"]  # no env-only figure: only ASAE against COMA
+    assert set(ratios) == {"task", "n_envs", "batch_size", "asae_over_coma_time_per_step"}
 
 
 @pytest.mark.parametrize("args, must_name", [
@@ -78,6 +81,7 @@ def test_bench_in_process_with_a_custom_env_and_learner_args(workdir):
     (["--env-arg", "n_agents"], ["n_agents", "KEY=VALUE"]),
     (["--env-arg", "n_agentz=3"], ["n_agentz", "n_agents"]),
     (["--learner-arg", "m=0"], ["learner.m=0"]),
+    (["--learner-arg", "foo=1"], ["learner.foo", "td_lambda"]),
     (["--task", "spread3", "--env", "mpe_spread"], ["--task", "--env"]),
     (["--task", "smax_1c3s5z"], ["1c3s5z", "env=smac"]),
     (["--device", "tpu"], ["tpu"]),
