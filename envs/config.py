@@ -53,7 +53,9 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}={value!r} must be true or false")
+        if isinstance(value, str) and value.lower() in ("true", "false"):  # `with key=true` arrives as a string
+            return value.lower() == "true"
+        raise ConfigError(f"{where}={value!r} must be True or False")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
             raise ConfigError(f"{where}={value!r} must be a whole number")
