@@ -99,13 +99,11 @@ def validate_and_derive(config, command_name, logger):
     }
 
 
-class _FileDir:
-    @staticmethod
-    def of(run) -> Path | None:
-        for obs in run.observers:
-            if isinstance(obs, FileStorageObserver) and getattr(obs, "dir", None):
-                return Path(obs.dir)
-        return None
+def _file_storage_dir(run) -> Path | None:
+    for obs in run.observers:
+        if isinstance(obs, FileStorageObserver) and getattr(obs, "dir", None):
+            return Path(obs.dir)
+    return None
 
 
 class Interrupted(SacredInterrupt):
@@ -129,7 +127,7 @@ def main(_run, _config, teams, team_learners):
     from experiments.trainer import MetricLogger, Stopped, Trainer
 
     cfg = run_config.validate(_config)
-    run_dir = _FileDir.of(_run)
+    run_dir = _file_storage_dir(_run)
     checkpoint_dir = run_dir if run_dir is not None else Path("results") / "checkpoints" / cfg.run_key
     _run.info["run_key"] = cfg.run_key
     _run.info["checkpoint"] = str(checkpoint_dir / "checkpoint.pt")

@@ -22,11 +22,9 @@ substituted as text. Every mistake is a ConfigError naming the file and the key.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import json
-import logging
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -323,30 +321,11 @@ def resolve(preset: Preset, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     """The full resolved config of every run (with its run_key), all validated before anything starts."""
     from experiments.api import resolve_config
 
-    resolved = []
-    with _quiet_added_entries():
-        for i, spec in enumerate(specs):
-            try:
-                resolved.append(resolve_config(spec.config_updates, spec.named_configs))
-            except ConfigError as exc:
-                label = " ".join(f"{k}={v}" for k, v in describe(spec, varying_keys(specs)).items())
-                raise ConfigError(f"{preset.path}: run {i + 1}/{len(specs)} ({label}): {exc}") from None
+    resolved = []  # Sacred's "Added new config entry" notices are filtered where the experiment is defined
+    for i, spec in enumerate(specs):
+        try:
+            resolved.append(resolve_config(spec.config_updates, spec.named_configs))
+        except ConfigError as exc:
+            label = " ".join(f"{k}={v}" for k, v in describe(spec, varying_keys(specs)).items())
+            raise ConfigError(f"{preset.path}: run {i + 1}/{len(specs)} ({label}): {exc}") from None
     return resolved
-
-
-class _AddedEntryFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Added new config entry")
-
-
-@contextlib.contextmanager
-def _quiet_added_entries():
-    """Sacred warns 'Added new config entry' for every key a run adds to a dict config (teams.prey) or
-    a named config's docstring, once per resolved run: hundreds of identical lines for a sweep. Keys
-    nothing uses are still errors (ConfigAddedError)."""
-    root, quiet = logging.getLogger(), _AddedEntryFilter()
-    root.addFilter(quiet)
-    try:
-        yield
-    finally:
-        root.removeFilter(quiet)
