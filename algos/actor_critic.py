@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import torch
 
-from algos.base import Common, Learner, PolicyController, masked_mean
+from algos.base import Common, Learner, PolicyController
 from algos.batch import EpisodeBatch
 from algos.critic import CentralQCritic, td_lambda_targets
 from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, masked_log_softmax, sample_available
@@ -64,13 +64,19 @@ class CounterfactualActorCritic(Learner):
 
     def train_critic(self, batch: EpisodeBatch) -> dict[str, float]:
         inputs = self.critic.base_inputs(batch)  # shared by the target and every epoch
+        # Only slots that matter go through the critics (packed): real transitions for the fit, and the
+        # slot after each for the target values Q(s_{t+1}, u_{t+1}) the TD(lambda) returns bootstrap from.
+        real = batch.filled.bool()
+        after = torch.cat([torch.zeros_like(real[:, :1]), real], dim=1)  # [B, T+1]: slot t+1 of a real t
         with torch.no_grad():
-            _, target_taken = self.target_critic.q_taken(self.target_critic.base_features(batch, inputs), batch.actions)
+            target_taken = torch.zeros(batch.actions.shape, device=batch.obs.device)
+            target_taken[after] = self.target_critic.q_taken(self.target_critic.features(inputs.rows(after)),
+                                                             batch.actions[after])[1]
             targets = td_lambda_targets(batch, target_taken, self.common.gamma, self.cfg.td_lambda)
-        mask = batch.filled.unsqueeze(-1)
+        rows, actions, targets = inputs.rows(real), batch.actions[:, :-1][real], targets[real]  # [R, ...]
         for _ in range(self.cfg.critic_epochs):
-            _, taken = self.critic.q_taken(self.critic.base_features(batch, inputs), batch.actions)
-            loss = masked_mean((taken[:, :-1] - targets) ** 2, mask)
+            _, taken = self.critic.q_taken(self.critic.features(rows), actions)
+            loss = ((taken - targets) ** 2).mean()
             self.critic_opt.zero_grad()
             loss.backward()
             # a tensor until the end: converting it here would sync a GPU once per epoch
@@ -80,40 +86,48 @@ class CounterfactualActorCritic(Learner):
         if self.episodes_since_target_update >= self.cfg.target_update_interval:
             self.target_critic.load_state_dict(self.critic.state_dict())
             self.episodes_since_target_update = 0
-        loss, grad_norm, target_mean = torch.stack([loss.detach(), grad_norm, masked_mean(targets, mask)]).tolist()
+        loss, grad_norm, target_mean = torch.stack([loss.detach(), grad_norm, targets.mean()]).tolist()
         return {"critic_loss": loss, "critic_grad_norm": grad_norm, "target_mean": target_mean}
 
     @torch.no_grad()
     def marginal_advantage(self, batch: EpisodeBatch, pi: torch.Tensor, m: int,
                            kind: Literal["coma", "td"] = "coma", base: torch.Tensor | None = None) -> torch.Tensor:
-        """A^a_mar(t) = (1/m) sum_k A^a_ctf(s_t, u^a_t, u^{-a}_{t,k})  ->  [B, T, n].
+        """A^a_mar(t) = (1/m) sum_k A_ctf^a(s_t, u^a_t, u^{-a}_{t,k})  ->  [B, T, n] (zero on padding).
 
-        Sample k = 0 is the executed joint action; samples 1..m-1 are drawn from ``pi`` (the policies
-        that collected the data), per agent, over available actions only. All m samples go through
-        the critic in one forward. ``kind="coma"`` is eq. 1 per sample (Q of the own executed action
-        minus the own-policy baseline); ``kind="td"`` is eq. 9 (r + gamma V(s', u'^{-a}_k) - V(s, u^{-a}_k)
-        with V = sum_u pi^a(u) Q). With m = 1 and "coma" this is exactly COMA's advantage. ``base``: the
-        critic's ``base_features(batch)`` when the caller already has them (they do not depend on pi).
+        Sample k = 0 is the executed joint action; samples 1..m-1 are drawn from ``pi`` [B, T+1, n, |U|]
+        (the policies that collected the data), per agent, over available actions only. All m samples of
+        all slots go through the critic in one forward, on the slots the estimate needs only (real steps;
+        for "td" also the step after each), packed. ``kind="coma"`` is eq. 1 per sample (Q of the own
+        executed action minus the own-policy baseline); ``kind="td"`` is eq. 9 (r + gamma V(s', u'^{-a}_k)
+        - V(s, u^{-a}_k) with V = sum_u pi^a(u) Q). With m = 1 and "coma" this is exactly COMA's advantage.
+        ``base``: the critic's ``base_features(batch)`` when the caller already has them.
         """
         b, t1, n, n_act = pi.shape
-        executed = batch.actions.unsqueeze(2)  # [B, T+1, 1, n]
-        if m > 1:
-            shape = (b, t1, m - 1, n, n_act)
-            others = sample_available(pi.unsqueeze(2).expand(shape), batch.avail.unsqueeze(2).expand(shape))
-            joint = torch.cat([executed, others], dim=2)
-        else:
-            joint = executed
+        real = batch.filled.bool()
+        if kind == "coma":
+            slots = real  # [B, T]: eq. 1 needs step t only
+        else:  # eq. 9 also needs V at t + 1
+            slots = torch.cat([real, torch.zeros_like(real[:, :1])], dim=1)
+            slots[:, 1:] |= real
         if base is None:
             base = self.critic.base_features(batch)
-        q = self.critic(base, joint)  # [B, T+1, m, n, |U|]
-        baseline = (q * pi.unsqueeze(2)).sum(-1)  # V(s, u^{-a}_k) under a's own policy: [B, T+1, m, n]
+        pi_s, executed = pi[:, :slots.shape[1]][slots], batch.actions[:, :slots.shape[1]][slots]  # [R, n, |U|], [R, n]
+        joint = executed.unsqueeze(1)  # [R, 1, n]
+        if m > 1:
+            others = sample_available(pi_s, batch.avail[:, :slots.shape[1]][slots], num_samples=m - 1)  # [R, n, m-1]
+            joint = torch.cat([joint, others.transpose(1, 2)], dim=1)  # [R, m, n]
+        q = self.critic(base[:, :slots.shape[1]][slots], joint)  # [R, m, n, |U|]
+        baseline = (q * pi_s.unsqueeze(1)).sum(-1)  # V(s, u^{-a}_k) under a's own policy: [R, m, n]
         if kind == "coma":
-            own = q.gather(-1, executed.expand(b, t1, q.shape[2], n).unsqueeze(-1)).squeeze(-1)
-            per_sample = (own - baseline)[:, :-1]
-        else:
-            reward = batch.reward[:, :, None, None]
-            not_term = (1.0 - batch.terminated)[:, :, None, None]
-            per_sample = reward + self.common.gamma * not_term * baseline[:, 1:] - baseline[:, :-1]
+            own = q.gather(-1, executed[:, None, :, None].expand(*baseline.shape, 1)).squeeze(-1)
+            out = torch.zeros(b, t1 - 1, n, dtype=q.dtype, device=q.device)
+            out[real] = (own - baseline).mean(dim=1)
+            return out
+        v = torch.zeros(b, t1, m, n, dtype=q.dtype, device=q.device)
+        v[slots] = baseline
+        reward = batch.reward[:, :, None, None]
+        not_term = (1.0 - batch.terminated)[:, :, None, None]
+        per_sample = reward + self.common.gamma * not_term * v[:, 1:] - v[:, :-1]
         return per_sample.mean(dim=2) * batch.filled.unsqueeze(-1)
 
     def step_actor(self, loss: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ concatenated-input MLP, but one forward over [B, T, m, n] costs O(m n H), not O(
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -19,12 +20,29 @@ from algos.batch import EpisodeBatch
 from envs.base import TeamSpec
 
 
+class CriticInputs(NamedTuple):
+    """The critic's parameter-free inputs: ``step`` [..., state + n|U|] (state and last joint action, the
+    same for every agent of a step) and ``obs`` [..., n, obs_dim]. Built once per update and shared by the
+    target critic and every critic epoch; ``rows`` packs the slots that matter (padding costs nothing)."""
+    step: torch.Tensor
+    obs: torch.Tensor
+
+    def rows(self, select: torch.Tensor) -> "CriticInputs":
+        """Slots where the boolean ``select`` [B, S] is true (S <= T+1 leading slots) -> [R, ...]."""
+        s = select.shape[1]
+        return CriticInputs(self.step[:, :s][select], self.obs[:, :s][select])
+
+
 class CentralQCritic(nn.Module):
     def __init__(self, spec: TeamSpec, hidden_dim: int = 128):
         super().__init__()
         n, a = spec.n_agents, spec.n_actions
         self.n_agents, self.n_actions = n, a
-        base_dim = spec.state_dim + spec.obs_dim + n * a + n  # state, own obs, last joint action, agent id
+        self.state_dim, self.obs_dim = spec.state_dim, spec.obs_dim
+        # The first layer of the concatenated input [state, own obs, last joint action, agent id, others'
+        # actions], as two parameters: ``base`` for the per-step inputs (columns in that order) and
+        # ``action_rows`` for the others' one-hot actions.
+        base_dim = spec.state_dim + spec.obs_dim + n * a + n
         self.base = nn.Linear(base_dim, hidden_dim)
         # Rows of the first layer's weight that multiply the others' one-hot actions, per (agent, action).
         self.action_rows = nn.Parameter(torch.empty(n, a, hidden_dim))
@@ -35,38 +53,46 @@ class CentralQCritic(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, hidden_dim)
         self.out = nn.Linear(hidden_dim, a)
 
-    def base_inputs(self, batch: EpisodeBatch) -> torch.Tensor:
-        """The per-step inputs [B, T+1, n, state + obs + n|U| + n]: no parameters, so one tensor serves the
-        critic, its target copy and every critic epoch of an update."""
+    def base_inputs(self, batch: EpisodeBatch) -> CriticInputs:
+        """The per-step inputs of every slot [B, T+1, ...] (no parameters: build once per update)."""
         b, t1, n, _ = batch.obs.shape
-        state = batch.state.unsqueeze(2).expand(b, t1, n, batch.state.shape[-1])
-        last_joint = batch.last_actions_onehot().reshape(b, t1, 1, n * self.n_actions).expand(b, t1, n, n * self.n_actions)
-        ids = torch.eye(n, device=batch.obs.device).expand(b, t1, n, n)
-        return torch.cat([state, batch.obs, last_joint, ids], dim=-1)
+        last_joint = batch.last_actions_onehot().reshape(b, t1, n * self.n_actions)
+        return CriticInputs(torch.cat([batch.state, last_joint], dim=-1), batch.obs)
 
-    def base_features(self, batch: EpisodeBatch, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """First-layer pre-activations of the per-step inputs: [B, T+1, n, H]."""
-        return self.base(self.base_inputs(batch) if inputs is None else inputs)
+    def features(self, inputs: CriticInputs) -> torch.Tensor:
+        """First-layer pre-activations of the per-step inputs: [..., n, H].
+
+        The state and the last joint action are the same for all n agents of a step, so their part of the
+        first layer is computed once per step, not once per agent; the agent id's part is a weight column.
+        """
+        w, s, o = self.base.weight, self.state_dim, self.obs_dim
+        per_step = F.linear(inputs.step, torch.cat([w[:, :s], w[:, s + o:w.shape[1] - self.n_agents]], dim=1))
+        per_agent = F.linear(inputs.obs, w[:, s:s + o], self.base.bias) + w[:, w.shape[1] - self.n_agents:].t()
+        return per_agent + per_step.unsqueeze(-2)
+
+    def base_features(self, batch: EpisodeBatch) -> torch.Tensor:
+        """First-layer pre-activations of every slot of ``batch``: [B, T+1, n, H]."""
+        return self.features(self.base_inputs(batch))
 
     def forward(self, base: torch.Tensor, joint_actions: torch.Tensor) -> torch.Tensor:
-        """base [B, T, n, H], joint_actions [B, T, m, n] -> Q [B, T, m, n, |U|] (one forward for all samples).
+        """base [..., n, H], joint_actions [..., m, n] -> Q [..., m, n, |U|] (one forward for all samples).
 
-        The [B, T, m, n, H] activations are the memory traffic of ASAE's m samples: they are updated in
+        The [..., m, n, H] activations are the memory traffic of ASAE's m samples: they are updated in
         place (same arithmetic, same order) instead of allocating a new tensor per operation.
         """
         n, a = self.n_agents, self.n_actions
-        # [B, T, m, n, H]: the row of agent j's action, as one embedding lookup (the same values and
+        # [..., m, n, H]: the row of agent j's action, as one embedding lookup (the same values and
         # gradients as indexing action_rows[j, u], a few times faster on CPU)
         first_row = torch.arange(0, n * a, a, device=joint_actions.device)
         rows = F.embedding(joint_actions + first_row, self.action_rows.view(n * a, -1))
         h = torch.sub(rows.sum(dim=-2, keepdim=True), rows, out=rows if not rows.requires_grad else None)
-        h += base.unsqueeze(2)  # for agent a: base_a + sum over j != a of agent j's row
+        h += base.unsqueeze(-3)  # for agent a: base_a + sum over j != a of agent j's row
         h = F.relu(h, inplace=True)
         return self.out(F.relu(self.fc2(h), inplace=True))
 
     def q_taken(self, base: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Q of the executed joint action: (all action values [B, T, n, |U|], taken value [B, T, n])."""
-        q = self.forward(base, actions.unsqueeze(2)).squeeze(2)
+        """Q of the executed joint action: (all action values [..., n, |U|], taken value [..., n])."""
+        q = self.forward(base, actions.unsqueeze(-2)).squeeze(-3)
         return q, q.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
 
 

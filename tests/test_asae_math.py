@@ -75,10 +75,10 @@ class TabularCritic:
         self.table = table  # [A] * n
         self.n = table.dim()
 
-    def base_features(self, batch):
-        return None
+    def base_features(self, batch):  # no features: a zero per agent, shaped like the real critic's [B, T+1, n, H]
+        return torch.zeros(*batch.actions.shape, 1)
 
-    def __call__(self, base, joint):  # joint [B, T, m, n] -> [B, T, m, n, A]
+    def __call__(self, base, joint):  # joint [..., m, n] -> [..., m, n, A]
         out = []
         for a in range(self.n):
             idx = [joint[..., j] for j in range(self.n)]
@@ -154,10 +154,13 @@ def test_marginal_advantage_samples_respect_masks():
     learner.critic = Recorder(torch.randn([SPEC.n_actions] * SPEC.n_agents))
     pi = torch.softmax(torch.randn(8, 7, SPEC.n_agents, SPEC.n_actions), -1)
     learner.marginal_advantage(batch, pi, m=16)
-    joint = seen[0]  # [B, T+1, m, n]
-    avail = batch.avail.unsqueeze(2).expand(*joint.shape, SPEC.n_actions)
+    joint = seen[0]  # [R, m, n]: the real steps of the batch, packed
+    real = batch.filled.bool()
+    assert joint.shape == (int(real.sum()), 16, SPEC.n_agents)
+    avail = batch.avail[:, :-1][real].unsqueeze(1).expand(*joint.shape, SPEC.n_actions)
     assert avail.gather(-1, joint.unsqueeze(-1)).all()
-    torch.testing.assert_close(joint[:, :, 0], batch.actions)  # sample 1 is the executed joint action
+    torch.testing.assert_close(joint[:, 0], batch.actions[:, :-1][real])  # sample 1 is the executed joint action
+    assert (joint[:, 1:] != joint[:, :1]).any()  # the others are drawn, not copies
 
 
 @pytest.mark.parametrize("kind", ["coma", "td"])
@@ -167,3 +170,23 @@ def test_asae_update_runs_and_reports_diagnostics(kind):
     for key in ("critic_loss", "actor_loss", "entropy", "kl", "clip_frac", "async_gap"):
         assert key in metrics and metrics[key] == metrics[key]  # present and not NaN
     assert metrics["kl"] > 0
+
+
+@pytest.mark.parametrize("kind", ["coma", "td"])
+def test_packed_advantage_equals_the_whole_batch_formula(kind):
+    """Only real steps (and for "td" the step after each) go through the critic; the result is the
+    formula evaluated on every slot of the padded batch, then masked."""
+    batch = random_batch(b=5, t=6)
+    learner = make(ASAE)
+    pi = torch.softmax(torch.randn(5, 7, SPEC.n_agents, SPEC.n_actions).masked_fill(~batch.avail, -1e10), -1)
+    packed = learner.marginal_advantage(batch, pi, m=1, kind=kind)
+    with torch.no_grad():
+        q = learner.critic(learner.critic.base_features(batch), batch.actions.unsqueeze(2)).squeeze(2)  # [B, T+1, n, A]
+        v = (q * pi).sum(-1)
+        if kind == "coma":
+            whole = q.gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1) - v
+            whole = whole[:, :-1]
+        else:
+            whole = batch.reward[..., None] + COMMON.gamma * (1 - batch.terminated[..., None]) * v[:, 1:] - v[:, :-1]
+    torch.testing.assert_close(packed, whole * batch.filled[..., None], rtol=1e-5, atol=1e-6)
+    assert packed.abs().sum() > 0

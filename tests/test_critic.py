@@ -41,3 +41,22 @@ def test_td_lambda_targets_match_hand_computation():
     h1 = 0.0
     h0 = 1 + g * ((1 - lam) * 6 + lam * h1)
     torch.testing.assert_close(out, torch.tensor([[g0, g1, g2], [h0, h1, 0.0]]))
+
+
+def test_packed_critic_fit_equals_the_masked_whole_batch_loss():
+    """The critic update computes only real slots (and the slot after each for the targets); its loss and
+    mean target are the masked means over the whole padded batch."""
+    from algos.coma import COMA
+    from tests.test_asae_math import COMMON, make
+
+    batch = random_batch(b=5, t=6)  # episode 0 ends early: padding slots
+    learner = make(COMA, critic_epochs=1)
+    with torch.no_grad():
+        _, target_taken = learner.target_critic.q_taken(learner.target_critic.base_features(batch), batch.actions)
+        targets = td_lambda_targets(batch, target_taken, COMMON.gamma, learner.cfg.td_lambda)
+        _, taken = learner.critic.q_taken(learner.critic.base_features(batch), batch.actions)
+    mask = batch.filled.unsqueeze(-1).expand_as(targets)
+    loss = (((taken[:, :-1] - targets) ** 2) * mask).sum() / mask.sum()
+    metrics = learner.train_critic(batch)
+    assert abs(metrics["critic_loss"] - loss.item()) < 1e-5 * max(1.0, loss.item())
+    assert abs(metrics["target_mean"] - ((targets * mask).sum() / mask.sum()).item()) < 1e-5
