@@ -14,7 +14,7 @@ import torch
 
 from algos.base import Common, Learner, PolicyController
 from algos.batch import EpisodeBatch
-from algos.critic import CentralQCritic, td_lambda_targets
+from algos.critic import CentralQCritic, slot_index, td_lambda_targets
 from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, masked_log_softmax, sample_available
 from envs.base import TeamSpec
 from envs.config import require
@@ -66,14 +66,14 @@ class CounterfactualActorCritic(Learner):
         inputs = self.critic.base_inputs(batch)  # shared by the target and every epoch
         # Only slots that matter go through the critics (packed): real transitions for the fit, and the
         # slot after each for the target values Q(s_{t+1}, u_{t+1}) the TD(lambda) returns bootstrap from.
-        real = batch.filled.bool()
-        after = torch.cat([torch.zeros_like(real[:, :1]), real], dim=1)  # [B, T+1]: slot t+1 of a real t
+        real = slot_index(batch.filled)
+        after = (real[0], real[1] + 1)  # slot t+1 of each real t
         with torch.no_grad():
             target_taken = torch.zeros(batch.actions.shape, device=batch.obs.device)
             target_taken[after] = self.target_critic.q_taken(self.target_critic.features(inputs.rows(after)),
                                                              batch.actions[after])[1]
             targets = td_lambda_targets(batch, target_taken, self.common.gamma, self.cfg.td_lambda)
-        rows, actions, targets = inputs.rows(real), batch.actions[:, :-1][real], targets[real]  # [R, ...]
+        rows, actions, targets = inputs.rows(real), batch.actions[real], targets[real]  # [R, ...]
         for _ in range(self.cfg.critic_epochs):
             _, taken = self.critic.q_taken(self.critic.features(rows), actions)
             loss = ((taken - targets) ** 2).mean()
@@ -103,25 +103,24 @@ class CounterfactualActorCritic(Learner):
         ``base``: the critic's ``base_features(batch)`` when the caller already has them.
         """
         b, t1, n, n_act = pi.shape
-        real = batch.filled.bool()
         if kind == "coma":
-            slots = real  # [B, T]: eq. 1 needs step t only
+            slots = slot_index(batch.filled)  # eq. 1 needs step t only
         else:  # eq. 9 also needs V at t + 1
-            slots = torch.cat([real, torch.zeros_like(real[:, :1])], dim=1)
-            slots[:, 1:] |= real
+            filled = batch.filled.bool()
+            slots = slot_index(torch.cat([filled, filled[:, -1:]], dim=1) | torch.cat([filled[:, :1], filled], dim=1))
         if base is None:
             base = self.critic.base_features(batch)
-        pi_s, executed = pi[:, :slots.shape[1]][slots], batch.actions[:, :slots.shape[1]][slots]  # [R, n, |U|], [R, n]
+        pi_s, executed = pi[slots], batch.actions[slots]  # [R, n, |U|], [R, n]
         joint = executed.unsqueeze(1)  # [R, 1, n]
         if m > 1:
-            others = sample_available(pi_s, batch.avail[:, :slots.shape[1]][slots], num_samples=m - 1)  # [R, n, m-1]
+            others = sample_available(pi_s, batch.avail[slots], num_samples=m - 1)  # [R, n, m-1]
             joint = torch.cat([joint, others.transpose(1, 2)], dim=1)  # [R, m, n]
-        q = self.critic(base[:, :slots.shape[1]][slots], joint)  # [R, m, n, |U|]
+        q = self.critic(base[slots], joint)  # [R, m, n, |U|]
         baseline = (q * pi_s.unsqueeze(1)).sum(-1)  # V(s, u^{-a}_k) under a's own policy: [R, m, n]
         if kind == "coma":
             own = q.gather(-1, executed[:, None, :, None].expand(*baseline.shape, 1)).squeeze(-1)
             out = torch.zeros(b, t1 - 1, n, dtype=q.dtype, device=q.device)
-            out[real] = (own - baseline).mean(dim=1)
+            out[slots] = (own - baseline).mean(dim=1)
             return out
         v = torch.zeros(b, t1, m, n, dtype=q.dtype, device=q.device)
         v[slots] = baseline

@@ -3,9 +3,11 @@
 For agent a the critic sees the global state, a's observation, the other agents' actions (a's own slot
 zeroed), the last joint action and a's id, and outputs one Q value per action of a. ASAE evaluates it on
 m joint-action samples per step. Feeding the one-hot actions through the first layer is a sum of weight
-rows, so the first layer is split: a dense part for the per-step inputs, computed once, and one
-embedding row per (agent, action) for the sampled actions. That is the same function as the
-concatenated-input MLP, but one forward over [B, T, m, n] costs O(m n H), not O(m n^2 |U| H).
+rows, so the first layer is split: a dense part for the per-step inputs and one embedding row per
+(agent, action) for the sampled actions; in the dense part, the state and last joint action (the same
+for all agents of a step) are multiplied once per step, not once per agent. That is the same function
+as the concatenated-input MLP, but one forward over [B, T, m, n] costs O(m n H), not O(m n^2 |U| H).
+Callers evaluate it on packed rows (the real steps of a padded batch), never on padding.
 """
 from __future__ import annotations
 
@@ -21,16 +23,21 @@ from envs.base import TeamSpec
 
 
 class CriticInputs(NamedTuple):
-    """The critic's parameter-free inputs: ``step`` [..., state + n|U|] (state and last joint action, the
-    same for every agent of a step) and ``obs`` [..., n, obs_dim]. Built once per update and shared by the
-    target critic and every critic epoch; ``rows`` packs the slots that matter (padding costs nothing)."""
+    """The critic's parameter-free inputs: ``step`` [B, T+1, state + n|U|] (state and last joint action,
+    the same for every agent of a step) and ``obs`` [B, T+1, n, obs_dim]. Built once per update and
+    shared by the target critic and every critic epoch; ``rows`` packs the slots that matter."""
     step: torch.Tensor
     obs: torch.Tensor
 
-    def rows(self, select: torch.Tensor) -> "CriticInputs":
-        """Slots where the boolean ``select`` [B, S] is true (S <= T+1 leading slots) -> [R, ...]."""
-        s = select.shape[1]
-        return CriticInputs(self.step[:, :s][select], self.obs[:, :s][select])
+    def rows(self, slots: tuple[torch.Tensor, torch.Tensor]) -> "CriticInputs":
+        """The slots (episode index, time index) of ``slot_index`` -> [R, ...]."""
+        return CriticInputs(self.step[slots], self.obs[slots])
+
+
+def slot_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(episode, time) indices of the true entries of a [B, S] mask. Indexing [B, T+1, ...] tensors with
+    them packs those slots; computing them is the one host sync (on a GPU) per mask: the row count."""
+    return mask.nonzero(as_tuple=True)
 
 
 class CentralQCritic(nn.Module):
