@@ -21,6 +21,12 @@ child's lifetime peak (imports included: what a job's memory request must cover)
 the part above the peak reached right after the imports. ``--in-process`` runs everything in this
 process instead (faster to start; peaks then mix and only grow).
 
+``--update-only`` times the learners' ``train`` alone, on one fixed batch: the trainer collects one
+iteration's episodes with the initial policy (seeded), then each learner trains on that same batch,
+``--warmup`` untimed calls (off-policy learners: until their replay can sample) and ``--repeats`` x
+``--iters`` timed ones. Without the iteration-to-iteration change of episode lengths that moves the
+full measurement's update times, it compares learner changes or algorithms closely.
+
 ``--profile`` adds one cProfile'd iteration after the timed ones: Python-level calls (as cProfile
 counts them: Python functions and builtins such as torch ops) per vectorized env step during collection
 and per learner update, with the top entries by own time.
@@ -83,6 +89,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", default="1", help="untimed iterations before the repeats (default 1)")
     p.add_argument("--min-time", default="0", help="a repeat also lasts at least this many seconds (default 0)")
     p.add_argument("--no-env-only", action="store_true", help="skip the env-only ceiling")
+    p.add_argument("--update-only", action="store_true",
+                   help="time each learner's update alone on one fixed batch (no env-only, no collection timing)")
     p.add_argument("--profile", action="store_true", help="add a cProfile'd iteration: calls per step, top entries")
     p.add_argument("--device", default="cpu", help="device of the learners: cpu (default), cuda, cuda:N or auto")
     p.add_argument("--threads", default="1", help="torch intra-op threads (the trainer's torch_threads; default 1)")
@@ -387,8 +395,53 @@ def measure_training(spec: dict[str, Any]) -> dict[str, Any]:
     return {**out, "peak_rss_mb": peak, "work_rss_mb": peak - base_rss}
 
 
+def measure_update(spec: dict[str, Any]) -> dict[str, Any]:
+    """Each learner's ``train`` on one fixed batch (collected once, initial policy, seeded)."""
+    from experiments.config import validate
+    from experiments.trainer import MetricLogger, Trainer
+
+    base_rss = _peak_rss_mb()
+    cfg = validate(spec["config"])
+    trainer = Trainer(cfg, MetricLogger(), checkpoint_dir=None, progress="off")
+    batches, _, steps = trainer._collect(False, trainer.rounds * cfg.n_envs, trainer.train_rng)
+    out: dict[str, Any] = {"env_steps": steps, "update_ms": {}, "batch": {}}
+    profiles = {}
+    for team, learner in trainer.learners.items():
+        batch = batches[team]
+        warmup = spec["warmup"]
+        if not type(learner).on_policy:  # until the replay holds a batch and updates start
+            warmup += math.ceil(cfg.batch_size / batch.batch_size)
+        for _ in range(warmup):
+            learner.train(batch, 0, 0)
+        per_repeat = []
+        for _ in range(spec["repeats"]):
+            times = []
+            for _ in range(spec["iters"]):
+                _sync(trainer.device)
+                start = time.perf_counter()
+                learner.train(batch, 0, 0)
+                _sync(trainer.device)
+                times.append(time.perf_counter() - start)
+            per_repeat.append(1000 * statistics.mean(times))
+        out["update_ms"][team] = _summary(per_repeat)
+        out["batch"][team] = {"episodes": batch.batch_size, "max_t": batch.max_t, "real_steps": int(batch.filled.sum())}
+        if spec["profile"]:
+            prof = cProfile.Profile()
+            prof.enable()
+            learner.train(batch, 0, 0)
+            prof.disable()
+            profiles[f"update/{team}"] = _profile_summary(prof, 1)
+    if len(out["update_ms"]) == 1:  # one learning team (the usual case): a plain summary, like the other kinds
+        out["update_ms"] = next(iter(out["update_ms"].values()))
+    if profiles:
+        out["profile"] = profiles
+    peak = _peak_rss_mb()
+    return {**out, "peak_rss_mb": peak, "work_rss_mb": peak - base_rss}
+
+
 def run_measurement(spec: dict[str, Any]) -> dict[str, Any]:
-    return measure_env(spec) if spec["kind"] == "env_only" else measure_training(spec)
+    kinds = {"env_only": measure_env, "train": measure_training, "update": measure_update}
+    return kinds[spec["kind"]](spec)
 
 
 def _worker() -> int:
@@ -443,8 +496,12 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 algo: _ratio(r["env_steps_per_sec"], env_only["env_steps_per_sec"])
                 for algo, r in by.items() if algo != "env_only"}
         if "asae" in by and "coma" in by:
-            # time per env step = 1 / rate, so ASAE's time over COMA's is COMA's rate over ASAE's
-            entry["asae_over_coma_time_per_step"] = _ratio(by["coma"]["env_steps_per_sec"], by["asae"]["env_steps_per_sec"])
+            asae, coma = by["asae"], by["coma"]
+            if "env_steps_per_sec" in asae and "env_steps_per_sec" in coma:
+                # time per env step = 1 / rate, so ASAE's time over COMA's is COMA's rate over ASAE's
+                entry["asae_over_coma_time_per_step"] = _ratio(coma["env_steps_per_sec"], asae["env_steps_per_sec"])
+            elif "median" in asae.get("update_ms", {}) and "median" in coma.get("update_ms", {}):
+                entry["asae_over_coma_update"] = _ratio(asae["update_ms"], coma["update_ms"])
         if len(entry) > 3:
             out.append(entry)
     return out
@@ -457,11 +514,14 @@ def table(results: list[dict[str, Any]]) -> str:
     env_only = {(r["task"], r["n_envs"]): r for r in results if r["algo"] is None}
     for r in results:
         base = env_only.get((r["task"], r["n_envs"]))
-        pct = "-" if r["algo"] is None or base is None else \
+        pct = "-" if r["algo"] is None or base is None or "env_steps_per_sec" not in r else \
             f"{100 * r['env_steps_per_sec']['median'] / base['env_steps_per_sec']['median']:.0f}%"
+        update = r.get("update_ms")
+        if update and "median" not in update:  # several learning teams (update-only): the first one's
+            update = next(iter(update.values()))
         rows.append([r["task"], str(r["n_envs"]), str(r["batch_size"]) if r["algo"] else "-",
-                     r["algo"] or "env only", _fmt_rate(r["env_steps_per_sec"]), pct,
-                     _fmt_rate(r["env_steps_per_cpu_sec"]).split(" ")[0], _fmt_ms(r.get("update_ms")),
+                     r["algo"] or "env only", _fmt_rate(r.get("env_steps_per_sec")), pct,
+                     _fmt_rate(r.get("env_steps_per_cpu_sec")).split(" ")[0], _fmt_ms(update),
                      _fmt_ms(r.get("collect_ms")), f"{r['peak_rss_mb']:.0f} ({r['work_rss_mb']:.0f})"])
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
     line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
@@ -475,6 +535,10 @@ def ratio_lines(entries: list[dict[str, Any]]) -> list[str]:
         if "asae_over_coma_time_per_step" in e:
             r = e["asae_over_coma_time_per_step"]
             lines.append(f"{where}: ASAE/COMA wall time per env step {r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]")
+        if "asae_over_coma_update" in e:
+            r = e["asae_over_coma_update"]
+            lines.append(f"{where}: ASAE/COMA update time on one fixed batch {r['median']:.2f} "
+                         f"[{r['min']:.2f}-{r['max']:.2f}]")
         for algo, r in e.get("train_over_env_only", {}).items():
             lines.append(f"{where}: {algo} training / env-only rate {100 * r['median']:.0f}% "
                          f"[{100 * r['min']:.0f}-{100 * r['max']:.0f}%]")
@@ -499,8 +563,9 @@ def main(argv: list[str]) -> int:
     import algos
 
     algo_names = [a.strip() for a in args.algos.split(",") if a.strip()]
-    if not algo_names and args.no_env_only:
-        raise ConfigError("nothing to measure: --algos is empty and --no-env-only is set")
+    if not algo_names and (args.no_env_only or args.update_only):
+        raise ConfigError("nothing to measure: --algos is empty and " +
+                          ("--update-only" if args.update_only else "--no-env-only") + " is set")
     for name in algo_names:
         algos.learner_class(name)  # unknown -> one line listing the valid algos
     learner_args = _key_values(args.learner_arg, "--learner-arg")
@@ -511,7 +576,7 @@ def main(argv: list[str]) -> int:
         "repeats": _number(args.repeats, "--repeats"), "iters": _number(args.iters, "--iters"),
         "warmup": _number(args.warmup, "--warmup", minimum=0), "min_time": _number(args.min_time, "--min-time", float, 0),
         "threads": _number(args.threads, "--threads"), "seed": _number(args.seed, "--seed", minimum=0),
-        "device": args.device, "profile": args.profile,
+        "device": args.device, "profile": args.profile, "update_only": args.update_only,
     }
     tasks = resolve_tasks(args)
 
@@ -522,7 +587,7 @@ def main(argv: list[str]) -> int:
             bs = batch_size or n_envs
             rounds = math.ceil(bs / n_envs)
             common = {"task": task, "env": env, "n_envs": n_envs, "batch_size": bs, **settings}
-            if not args.no_env_only:
+            if not (args.no_env_only or args.update_only):
                 plan.append({**common, "kind": "env_only", "algo": None, "rounds": rounds})
             for algo in algo_names:
                 # a key goes to the algos that have it (m=5 reaches ASAE, not COMA); one that none of them
@@ -530,7 +595,8 @@ def main(argv: list[str]) -> int:
                 fields = algos.learner_class(algo).Config.__dataclass_fields__
                 learner = {k: v for k, v in learner_args.items() if k in fields or k not in known_learner_keys}
                 config = run_config(env, algo, learner, n_envs, bs, settings)
-                plan.append({**common, "kind": "train", "algo": algo, "rounds": rounds, "config": config})
+                plan.append({**common, "kind": "update" if args.update_only else "train", "algo": algo,
+                             "rounds": rounds, "config": config})
     from experiments.trainer import resolve_device
 
     resolve_device(args.device)

@@ -70,6 +70,28 @@ def test_bench_in_process_with_a_custom_env_and_learner_args(workdir):
     assert set(ratios) == {"task", "n_envs", "batch_size", "asae_over_coma_time_per_step"}
 
 
+def test_bench_update_only_times_train_on_one_fixed_batch(workdir):
+    """--update-only: each learner's train on one collected batch; off-policy learners fill their replay
+    first, so their timed calls are real updates (a backward pass in the profiled one)."""
+    proc = run_bench("--task", "spread3", "--env-arg", "episode_limit=8", "--algos", "asae,coma,qmix",
+                     "--update-only", "--profile", "--out", "u.json", *TINY, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((workdir / "u.json").read_text())
+    assert report["settings"]["update_only"] is True
+    results = {r["algo"]: r for r in report["results"]}
+    assert set(results) == {"asae", "coma", "qmix"}  # no env-only ceiling
+    for name, r in results.items():
+        assert r["kind"] == "update" and "env_steps_per_sec" not in r
+        positive_summary(r["update_ms"])
+        assert len(r["update_ms"]["values"]) == 2
+        assert r["batch"]["team"] == {"episodes": 2, "max_t": 8, "real_steps": 16} and r["env_steps"] == 16
+        [profile] = r["profile"].values()
+        assert any("run_backward" in entry["function"] for entry in profile["top"]), name
+    [ratios] = report["ratios"]
+    assert ratios["asae_over_coma_update"]["median"] > 0 and "asae_over_coma_time_per_step" not in ratios
+    assert "ASAE/COMA update time on one fixed batch" in proc.stdout
+
+
 @pytest.mark.parametrize("args, must_name", [
     (["--task", "nope"], ["nope", "spread", "smax_", "predator_prey"]),
     (["--algos", "asae,nope"], ["nope", "asae", "coma"]),
@@ -86,6 +108,7 @@ def test_bench_in_process_with_a_custom_env_and_learner_args(workdir):
     (["--task", "smax_1c3s5z"], ["1c3s5z", "env=smac"]),
     (["--device", "tpu"], ["tpu"]),
     (["--no-such-flag"], ["--no-such-flag"]),
+    (["--update-only", "--algos", ""], ["nothing to measure", "--update-only"]),
 ])
 def test_bad_input_is_one_line_and_a_nonzero_exit(workdir, args, must_name):
     proc = run_bench(*args, "--out", "bench.json", cwd=workdir)
