@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 
 from algos.base import Common, Learner, PolicyController
 from algos.batch import EpisodeBatch
 from algos.critic import CentralQCritic, slot_index, td_lambda_targets
-from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, masked_log_softmax, sample_available
+from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, gumbel_max_available, masked_log_softmax
 from envs.base import TeamSpec
 from envs.config import require
 
@@ -37,6 +37,14 @@ class ActorCriticConfig:
             require(getattr(self, name) >= 1, f"learner.{name}={getattr(self, name)} must be at least 1")
         require(self.grad_norm_clip > 0, f"learner.grad_norm_clip={self.grad_norm_clip} must be positive")
         require(self.entropy_coef >= 0, f"learner.entropy_coef={self.entropy_coef} must be >= 0")
+
+
+class MarginalSamples(NamedTuple):
+    """What one marginal-advantage estimate drew and computed (for a rerun with common random numbers)."""
+    slots: tuple[torch.Tensor, torch.Tensor]  # the packed (episode, time) slots
+    noise: torch.Tensor | None  # Gumbel noise of the m - 1 drawn samples: [R, m-1, n, |U|] (None if m = 1)
+    joint: torch.Tensor  # [R, m, n] joint actions (sample 0: executed)
+    q: torch.Tensor  # [R, m, n, |U|] critic values
 
 
 class CounterfactualActorCritic(Learner):
@@ -102,32 +110,60 @@ class CounterfactualActorCritic(Learner):
         - V(s, u^{-a}_k) with V = sum_u pi^a(u) Q). With m = 1 and "coma" this is exactly COMA's advantage.
         ``base``: the critic's ``base_features(batch)`` when the caller already has them.
         """
+        return self.marginal_estimate(batch, pi, m, kind, base)[0]
+
+    @torch.no_grad()
+    def marginal_estimate(self, batch: EpisodeBatch, pi: torch.Tensor, m: int, kind: Literal["coma", "td"] = "coma",
+                          base: torch.Tensor | None = None, rerun: "MarginalSamples | None" = None
+                          ) -> tuple[torch.Tensor, "MarginalSamples"]:
+        """``marginal_advantage`` and what it drew: (advantage [B, T, n], samples).
+
+        The m - 1 drawn samples are Gumbel-max draws, argmax_u log pi(u) + g_u, with noise g kept in the
+        returned samples. ``rerun``: the samples of an earlier estimate on the same batch; the new policies
+        ``pi`` then draw with the same noise (common random numbers), so the two estimates differ only by
+        what the policy change does, not by fresh Monte-Carlo noise; and only the joint samples that came
+        out different go through the critic again (the others reuse its Q values).
+        """
         b, t1, n, n_act = pi.shape
-        if kind == "coma":
-            slots = slot_index(batch.filled)  # eq. 1 needs step t only
-        else:  # eq. 9 also needs V at t + 1
-            filled = batch.filled.bool()
-            slots = slot_index(torch.cat([filled, filled[:, -1:]], dim=1) | torch.cat([filled[:, :1], filled], dim=1))
+        if rerun is not None:
+            slots, noise = rerun.slots, rerun.noise
+        else:
+            if kind == "coma":
+                slots = slot_index(batch.filled)  # eq. 1 needs step t only
+            else:  # eq. 9 also needs V at t + 1
+                filled = batch.filled.bool()
+                slots = slot_index(torch.cat([filled, filled[:, -1:]], dim=1) | torch.cat([filled[:, :1], filled], dim=1))
+            noise = None
         if base is None:
             base = self.critic.base_features(batch)
         pi_s, executed = pi[slots], batch.actions[slots]  # [R, n, |U|], [R, n]
         joint = executed.unsqueeze(1)  # [R, 1, n]
         if m > 1:
-            others = sample_available(pi_s, batch.avail[slots], num_samples=m - 1)  # [R, n, m-1]
-            joint = torch.cat([joint, others.transpose(1, 2)], dim=1)  # [R, m, n]
-        q = self.critic(base[slots], joint)  # [R, m, n, |U|]
+            if noise is None:  # standard Gumbel noise, one per (slot, sample, agent, action)
+                noise = -torch.log(-torch.log(torch.rand(pi_s.shape[0], m - 1, n, n_act, device=pi.device)
+                                              .clamp_(min=torch.finfo(pi.dtype).tiny)))
+            others = gumbel_max_available(pi_s.unsqueeze(1), batch.avail[slots].unsqueeze(1), noise)  # [R, m-1, n]
+            joint = torch.cat([joint, others], dim=1)  # [R, m, n]
+        if rerun is None:
+            q = self.critic(base[slots], joint)  # [R, m, n, |U|]
+        else:
+            q = rerun.q.clone()
+            changed = slot_index((joint != rerun.joint).any(-1))  # (slot, sample) pairs whose joint action moved
+            if changed[0].numel():
+                q[changed] = self.critic(base[slots][changed[0]], joint[changed].unsqueeze(1)).squeeze(1)
         baseline = (q * pi_s.unsqueeze(1)).sum(-1)  # V(s, u^{-a}_k) under a's own policy: [R, m, n]
+        samples = MarginalSamples(slots, noise, joint, q)
         if kind == "coma":
             own = q.gather(-1, executed[:, None, :, None].expand(*baseline.shape, 1)).squeeze(-1)
             out = torch.zeros(b, t1 - 1, n, dtype=q.dtype, device=q.device)
             out[slots] = (own - baseline).mean(dim=1)
-            return out
+            return out, samples
         v = torch.zeros(b, t1, m, n, dtype=q.dtype, device=q.device)
         v[slots] = baseline
         reward = batch.reward[:, :, None, None]
         not_term = (1.0 - batch.terminated)[:, :, None, None]
         per_sample = reward + self.common.gamma * not_term * v[:, 1:] - v[:, :-1]
-        return per_sample.mean(dim=2) * batch.filled.unsqueeze(-1)
+        return per_sample.mean(dim=2) * batch.filled.unsqueeze(-1), samples
 
     def step_actor(self, loss: torch.Tensor) -> torch.Tensor:
         """One actor step; returns the gradient norm as a tensor (no GPU sync: convert it once, at the end)."""

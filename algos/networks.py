@@ -81,5 +81,15 @@ def sample_available(probs: torch.Tensor, avail: torch.Tensor, generator: torch.
     return torch.multinomial(flat, num_samples, replacement=True, generator=generator).reshape(*p.shape[:-1], num_samples)
 
 
+def gumbel_max_available(probs: torch.Tensor, avail: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """One action per row of ``probs`` [..., A] (broadcast against ``noise``) restricted to ``avail``:
+    argmax_u log p(u) + g_u with standard Gumbel noise g = ``noise``, a sample from p over the available
+    actions (rows with no mass on any available action: uniform over them). Reusing the same noise with
+    another p gives a coupled draw (common random numbers)."""
+    p = probs * avail
+    scores = torch.where(p.sum(-1, keepdim=True) > 0, p.log(), torch.where(avail, 0.0, float("-inf")))
+    return (scores + noise).argmax(-1)
+
+
 def greedy_available(scores: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
     return scores.masked_fill(~avail, float("-inf")).argmax(dim=-1)

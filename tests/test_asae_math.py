@@ -190,3 +190,38 @@ def test_packed_advantage_equals_the_whole_batch_formula(kind):
             whole = batch.reward[..., None] + COMMON.gamma * (1 - batch.terminated[..., None]) * v[:, 1:] - v[:, :-1]
     torch.testing.assert_close(packed, whole * batch.filled[..., None], rtol=1e-5, atol=1e-6)
     assert packed.abs().sum() > 0
+
+
+def test_rerun_with_the_same_policies_reproduces_the_estimate_without_the_critic():
+    """The asynchrony gap's rerun uses the update's random numbers: unchanged policies -> the same
+    estimate exactly (a gap of 0, not Monte-Carlo noise), and no joint sample needs the critic again."""
+    batch = random_batch(b=6, t=5)
+    learner = make(ASAE)
+    pi = torch.softmax(torch.randn(6, 6, SPEC.n_agents, SPEC.n_actions).masked_fill(~batch.avail, -1e10), -1)
+    first, samples = learner.marginal_estimate(batch, pi, m=10)
+    calls = []
+    critic = learner.critic
+    learner.critic = lambda base, joint: calls.append(joint.shape) or critic(base, joint)
+    learner.critic.base_features = critic.base_features
+    again, _ = learner.marginal_estimate(batch, pi, m=10, rerun=samples)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    assert calls == []  # nothing to re-evaluate
+    independent = learner.marginal_advantage(batch, pi, m=10)
+    assert (independent - first).abs().sum() > 0  # fresh draws do differ
+
+
+@pytest.mark.parametrize("kind", ["coma", "td"])
+def test_rerun_reevaluates_only_changed_samples_and_equals_a_full_recomputation(kind):
+    batch = random_batch(b=6, t=5)
+    learner = make(ASAE)
+    logits = torch.randn(6, 6, SPEC.n_agents, SPEC.n_actions)
+    pi_old = torch.softmax(logits.masked_fill(~batch.avail, -1e10), -1)
+    pi_new = torch.softmax((logits + 0.5 * torch.randn_like(logits)).masked_fill(~batch.avail, -1e10), -1)
+    _, samples = learner.marginal_estimate(batch, pi_old, m=10, kind=kind)
+    partial, new_samples = learner.marginal_estimate(batch, pi_new, m=10, kind=kind, rerun=samples)
+    everything_changed = samples._replace(joint=torch.full_like(samples.joint, -1))
+    full, _ = learner.marginal_estimate(batch, pi_new, m=10, kind=kind, rerun=everything_changed)
+    torch.testing.assert_close(partial, full, rtol=1e-5, atol=1e-6)
+    moved = (new_samples.joint != samples.joint).any(-1)
+    assert 0 < int(moved.sum()) < moved.numel()  # some samples moved, some did not
+    assert (new_samples.joint[:, 0] == samples.joint[:, 0]).all()  # sample 1 stays the executed action
