@@ -69,16 +69,12 @@ def masked_log_softmax(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tenso
     return F.log_softmax(logits.masked_fill(~avail, NEG_INF), dim=-1)
 
 
-def sample_available(probs: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None,
-                     num_samples: int | None = None) -> torch.Tensor:
-    """Sample an action per row of ``probs`` [..., A] restricted to ``avail`` (never an unavailable one):
-    [...], or ``num_samples`` independent draws per row, [..., num_samples]."""
+def sample_available(probs: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample one action per row of ``probs`` [..., A] restricted to ``avail`` (never an unavailable one)."""
     p = probs * avail
     p = torch.where(p.sum(-1, keepdim=True) > 0, p, avail.float())  # all-zero rows: uniform over available
     flat = p.reshape(-1, p.shape[-1])
-    if num_samples is None:
-        return torch.multinomial(flat, 1, generator=generator).reshape(p.shape[:-1])
-    return torch.multinomial(flat, num_samples, replacement=True, generator=generator).reshape(*p.shape[:-1], num_samples)
+    return torch.multinomial(flat, 1, generator=generator).reshape(p.shape[:-1])
 
 
 def gumbel_max_available(probs: torch.Tensor, avail: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

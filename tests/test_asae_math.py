@@ -225,3 +225,18 @@ def test_rerun_reevaluates_only_changed_samples_and_equals_a_full_recomputation(
     moved = (new_samples.joint != samples.joint).any(-1)
     assert 0 < int(moved.sum()) < moved.numel()  # some samples moved, some did not
     assert (new_samples.joint[:, 0] == samples.joint[:, 0]).all()  # sample 1 stays the executed action
+
+
+def test_gumbel_max_draws_follow_the_masked_policy_and_never_pick_unavailable_actions():
+    from algos.networks import gumbel_max_available
+
+    torch.manual_seed(0)
+    avail = torch.tensor([[True, False, True, True], [False, True, False, True]])
+    probs = torch.tensor([[0.1, 0.6, 0.2, 0.1], [0.5, 0.0, 0.5, 0.0]])  # row 2: no mass on what is available
+    n = 40000
+    noise = -torch.log(-torch.log(torch.rand(n, 2, 4)))
+    draws = gumbel_max_available(probs, avail, noise)  # [n, 2]
+    assert avail.gather(-1, draws.t()).all()
+    freq = torch.stack([torch.bincount(draws[:, r], minlength=4).float() / n for r in range(2)])
+    expected = torch.tensor([[0.25, 0.0, 0.5, 0.25], [0.0, 0.5, 0.0, 0.5]])  # renormalised / uniform fallback
+    torch.testing.assert_close(freq, expected, atol=0.01, rtol=0)
