@@ -46,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any
 
@@ -132,6 +133,21 @@ def _key_values(pairs: list[str], flag: str) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"{flag} {pair!r} is not KEY=VALUE")
         out[key.strip()] = _parse_value(value.strip())
+    return out
+
+
+def check_out(path: str | None) -> Path | None:
+    """The --out file, checked before any measurement: its directory must exist and be writable."""
+    if not path:
+        return None
+    out = Path(path)
+    where = out.parent
+    if out.is_dir():
+        raise ConfigError(f"--out {path!r} is a directory; give a file path, e.g. bench.json")
+    if not where.is_dir():
+        raise ConfigError(f"--out {path!r}: the directory {str(where)!r} does not exist")
+    if not os.access(where, os.W_OK):
+        raise ConfigError(f"--out {path!r}: the directory {str(where)!r} is not writable")
     return out
 
 
@@ -579,6 +595,7 @@ def main(argv: list[str]) -> int:
         "device": args.device, "profile": args.profile, "update_only": args.update_only,
     }
     tasks = resolve_tasks(args)
+    out_path = check_out(args.out)
 
     # Resolve every config first: a bad learner argument or device stops before any measurement.
     plan = []
@@ -633,9 +650,10 @@ def main(argv: list[str]) -> int:
             for part, prof in (r.get("profile") or {}).items():
                 print(f"{r['task']} B={r['n_envs']} {r['algo'] or 'env only'} {part}: "
                       f"{prof['calls_per_unit']:.0f} calls per {'env step' if 'update' not in part else 'update'}")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+    if out_path is not None:  # written whole or not at all (a temporary file, then renamed)
+        tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(report, indent=1))
+        os.replace(tmp, out_path)
     return 0
 
 

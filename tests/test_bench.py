@@ -92,6 +92,20 @@ def test_bench_update_only_times_train_on_one_fixed_batch(workdir):
     assert "ASAE/COMA update time on one fixed batch" in proc.stdout
 
 
+@pytest.mark.parametrize("out, must_name", [
+    ("missing/bench.json", ["--out", "missing", "does not exist"]),
+    (".", ["--out", "directory"]),
+])
+def test_an_unusable_out_path_stops_before_measuring(workdir, out, must_name):
+    proc = run_bench("--task", "spread3", "--algos", "coma", "--out", out, *TINY, cwd=workdir)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for word in must_name:
+        assert word in lines[0], lines[0]
+    assert "[bench" not in proc.stderr  # nothing was measured
+
+
 @pytest.mark.parametrize("args, must_name", [
     (["--task", "nope"], ["nope", "spread", "smax_", "predator_prey"]),
     (["--algos", "asae,nope"], ["nope", "asae", "coma"]),
