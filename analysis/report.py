@@ -13,7 +13,7 @@ import pandas as pd
 from envs.config import ConfigError
 
 from analysis import tables
-from analysis.loaders import RUN_WIDE, runs_table
+from analysis.loaders import runs_table
 from analysis.paper import WIN_RATE, Paper
 from analysis.render import Document, latex_table, markdown_table
 from analysis.stats import aggregate_table, final_values, performance_profiles, score_matrices, summarize
@@ -107,8 +107,7 @@ def write_table(df: pd.DataFrame, directory: Path, stem: str, caption: str = "",
 
 def aggregate_outputs(frame: pd.DataFrame, metric: str = WIN_RATE, last: int = 1):
     """rliable aggregates over the SMAC-like maps every algorithm ran."""
-    rows = frame[(frame["metric"] == metric) & frame["map"].notna() & (frame["team"] != RUN_WIDE)]
-    finals = final_values(rows, metric, last=last, by=["map", "env", "team_algo"])
+    finals = tables.map_final_values(frame, metric, last)
     if finals.empty:
         raise ConfigError(f"no runs log {metric} on a SMAC-like map")
     matrices, tasks = score_matrices(finals, task_cols=["env", "map"])

@@ -21,19 +21,6 @@ TASK = ["env", "map", "N"]
 CI_LEVEL = 0.95
 
 
-def select(frame: pd.DataFrame, metric: str | None = None, team: str | None = None, **equal) -> pd.DataFrame:
-    """Rows of ``metric`` (and ``team``) whose columns equal the given values (None = any)."""
-    mask = np.ones(len(frame), dtype=bool)
-    if metric is not None:
-        mask &= (frame["metric"] == metric).to_numpy()
-    if team is not None:
-        mask &= (frame["team"] == team).to_numpy()
-    for col, value in equal.items():
-        if value is not None:
-            mask &= (frame[col] == value).fillna(False).to_numpy(dtype=bool)
-    return frame[mask]
-
-
 def final_values(frame: pd.DataFrame, metric: str, last: int = 1, by: Sequence[str] = ()) -> pd.DataFrame:
     """One row per run (and team): the mean of the run's last ``last`` logged values of ``metric``,
     the step it reached, and the ``by`` columns."""

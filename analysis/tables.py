@@ -40,11 +40,16 @@ def ci_text(mean: float, low: float, high: float, n: int, digits: int = 2) -> st
 
 # ----------------------------------------------------------------------------- Table 1
 
+def map_final_values(frame: pd.DataFrame, metric: str = WIN_RATE, last: int = 1) -> pd.DataFrame:
+    """Per run on a SMAC-like map (team rows): the final value of ``metric``, with map, env and algorithm."""
+    rows = frame[(frame["metric"] == metric) & frame["map"].notna() & (frame["team"] != RUN_WIDE)]
+    return final_values(rows, metric, last=last, by=["map", "env", "team_algo"])
+
+
 def table1_cells(frame: pd.DataFrame, paper: Paper, metric: str = WIN_RATE, last: int = 1) -> pd.DataFrame:
     """One row per (map, env backend, algorithm) with runs, plus the paper's cells nobody ran:
     map, env, algo, mean, ci_low, ci_high, std, n_seeds, steps, paper."""
-    rows = frame[(frame["metric"] == metric) & frame["map"].notna() & (frame["team"] != RUN_WIDE)]
-    finals = final_values(rows, metric, last=last, by=["map", "env", "team_algo"])
+    finals = map_final_values(frame, metric, last)
     if finals.empty:
         ours = pd.DataFrame(columns=["map", "env", "algo", "mean", "ci_low", "ci_high", "std", "n_seeds", "steps"])
     else:
