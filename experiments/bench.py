@@ -389,17 +389,29 @@ class _TrainingProbe:
         return out
 
 
+def _trainer(spec: dict[str, Any]):
+    """The Trainer of a measurement's config: no checkpoints, no progress output."""
+    from experiments.config import validate
+    from experiments.trainer import MetricLogger, Trainer
+
+    return Trainer(validate(spec["config"]), MetricLogger(), checkpoint_dir=None, progress="off")
+
+
+def _replay_fill_iterations(trainer) -> int:
+    """Off-policy learners start updating once their replay holds a batch: the iterations that fill it
+    (0 when a team learns on-policy: an iteration then collects a whole batch)."""
+    if any(type(learner).on_policy for learner in trainer.learners.values()):
+        return 0
+    return math.ceil(trainer.cfg.batch_size / trainer.cfg.n_envs)
+
+
 def measure_training(spec: dict[str, Any]) -> dict[str, Any]:
     """The real Trainer collecting and updating; see ``_TrainingProbe`` for what is timed."""
-    from experiments.config import validate
-    from experiments.trainer import MetricLogger, Stopped, Trainer
+    from experiments.trainer import Stopped
 
     base_rss = _peak_rss_mb()
-    cfg = validate(spec["config"])
-    trainer = Trainer(cfg, MetricLogger(), checkpoint_dir=None, progress="off")
-    if not any(type(learner).on_policy for learner in trainer.learners.values()):
-        # off-policy learners start updating once the replay holds a batch: fill it during the warm-up
-        spec = {**spec, "warmup": spec["warmup"] + math.ceil(cfg.batch_size / cfg.n_envs)}
+    trainer = _trainer(spec)
+    spec = {**spec, "warmup": spec["warmup"] + _replay_fill_iterations(trainer)}
     probe = _TrainingProbe(trainer, spec)
     try:
         trainer.train()
@@ -413,20 +425,14 @@ def measure_training(spec: dict[str, Any]) -> dict[str, Any]:
 
 def measure_update(spec: dict[str, Any]) -> dict[str, Any]:
     """Each learner's ``train`` on one fixed batch (collected once, initial policy, seeded)."""
-    from experiments.config import validate
-    from experiments.trainer import MetricLogger, Trainer
-
     base_rss = _peak_rss_mb()
-    cfg = validate(spec["config"])
-    trainer = Trainer(cfg, MetricLogger(), checkpoint_dir=None, progress="off")
-    batches, _, steps = trainer._collect(False, trainer.rounds * cfg.n_envs, trainer.train_rng)
+    trainer = _trainer(spec)
+    batches, _, steps = trainer._collect(False, trainer.rounds * trainer.cfg.n_envs, trainer.train_rng)
     out: dict[str, Any] = {"env_steps": steps, "update_ms": {}, "batch": {}}
     profiles = {}
+    warmup = spec["warmup"] + _replay_fill_iterations(trainer)
     for team, learner in trainer.learners.items():
         batch = batches[team]
-        warmup = spec["warmup"]
-        if not type(learner).on_policy:  # until the replay holds a batch and updates start
-            warmup += math.ceil(cfg.batch_size / batch.batch_size)
         for _ in range(warmup):
             learner.train(batch, 0, 0)
         per_repeat = []
