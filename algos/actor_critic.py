@@ -172,7 +172,3 @@ class CounterfactualActorCritic(Learner):
         grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.grad_norm_clip)
         self.actor_opt.step()
         return grad_norm
-
-    @staticmethod
-    def entropy(logp: torch.Tensor) -> torch.Tensor:
-        return -(logp.exp() * logp).sum(-1)

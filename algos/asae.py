@@ -28,7 +28,7 @@ import torch
 from algos.actor_critic import ActorCriticConfig, CounterfactualActorCritic
 from algos.base import masked_mean
 from algos.batch import EpisodeBatch
-from algos.networks import masked_log_softmax
+from algos.networks import at_executed, entropy, masked_log_softmax
 from algos.ppo import clipped_surrogate_loss, episode_minibatches, normalize_advantages, per_agent_kl
 from envs.config import require
 
@@ -58,10 +58,10 @@ class ASAE(CounterfactualActorCritic):
 
     def actor_loss(self, logp: torch.Tensor, actions: torch.Tensor, logp_old_taken: torch.Tensor,
                    advantages: torch.Tensor, mask: torch.Tensor):
-        logp_taken = logp[:, :-1].gather(-1, actions[:, :-1].unsqueeze(-1)).squeeze(-1)
-        surrogate, clip_frac = clipped_surrogate_loss(logp_taken, logp_old_taken, advantages, mask, self.cfg.clip)
-        entropy = masked_mean(self.entropy(logp[:, :-1]), mask)
-        return surrogate - self.cfg.entropy_coef * entropy, entropy, clip_frac
+        surrogate, clip_frac = clipped_surrogate_loss(at_executed(logp, actions), logp_old_taken, advantages, mask,
+                                                      self.cfg.clip)
+        ent = masked_mean(entropy(logp[:, :-1]), mask)
+        return surrogate - self.cfg.entropy_coef * ent, ent, clip_frac
 
     def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
         cfg = self.cfg
@@ -74,7 +74,7 @@ class ASAE(CounterfactualActorCritic):
             pi_old = logp_old.exp()
             base = self.critic.base_features(batch)  # the critic is fixed from here on: reused below
             advantages, samples = self.marginal_estimate(batch, pi_old, cfg.m, cfg.advantage, base)
-            logp_old_taken = logp_old[:, :-1].gather(-1, batch.actions[:, :-1].unsqueeze(-1)).squeeze(-1)
+            logp_old_taken = at_executed(logp_old, batch.actions)
         adv = normalize_advantages(advantages, mask) if cfg.normalize_advantage else advantages
         for _ in range(cfg.ppo_epochs):
             for idx in episode_minibatches(batch.batch_size, cfg.minibatches):

@@ -12,6 +12,7 @@ import torch
 from algos.actor_critic import ActorCriticConfig, CounterfactualActorCritic
 from algos.base import masked_mean
 from algos.batch import EpisodeBatch
+from algos.networks import at_executed, entropy
 
 
 @dataclass(frozen=True)
@@ -25,9 +26,8 @@ class COMA(CounterfactualActorCritic):
     Config = COMAConfig
 
     def actor_loss(self, logp: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor):
-        logp_taken = logp[:, :-1].gather(-1, actions[:, :-1].unsqueeze(-1)).squeeze(-1)
-        entropy = masked_mean(self.entropy(logp[:, :-1]), mask)
-        return -masked_mean(advantages * logp_taken, mask) - self.cfg.entropy_coef * entropy, entropy
+        ent = masked_mean(entropy(logp[:, :-1]), mask)
+        return -masked_mean(advantages * at_executed(logp, actions), mask) - self.cfg.entropy_coef * ent, ent
 
     def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
         batch = batch.to(self.device)

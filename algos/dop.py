@@ -43,16 +43,14 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from algos.actor_critic import CounterfactualActorCritic
 from algos.base import Common, Learner, PolicyController, clip_grad, masked_mean
 from algos.batch import EpisodeBatch
 from algos.critic import td_lambda_targets
-from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, masked_log_softmax
+from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, entropy, masked_log_softmax
 from algos.replay import EpisodeReplayBuffer
 from envs.base import TeamSpec
 from envs.config import require
 
-entropy = CounterfactualActorCritic.entropy
 
 
 @dataclass(frozen=True)

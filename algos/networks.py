@@ -65,6 +65,17 @@ class RNNAgent(nn.Module):
         return self.fc2(h), h
 
 
+def at_executed(values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """values [B, T+1, n, |U|] (log-probabilities, Q values), actions [B, T+1, n] -> the values of the
+    executed actions at the T real-step slots: [B, T, n] (slot T's action is never executed)."""
+    return values[:, :-1].gather(-1, actions[:, :-1].unsqueeze(-1)).squeeze(-1)
+
+
+def entropy(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy of the distributions whose log-probabilities are the last dim of ``logp``."""
+    return -(logp.exp() * logp).sum(-1)
+
+
 def masked_log_softmax(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(logits.masked_fill(~avail, NEG_INF), dim=-1)
 

@@ -20,15 +20,13 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from algos.actor_critic import CounterfactualActorCritic
 from algos.base import Common, Learner, PolicyController, clip_grad, masked_mean
 from algos.batch import EpisodeBatch
-from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, masked_log_softmax
+from algos.networks import RNNAgent, agent_input_dim, at_executed, batch_agent_inputs, entropy, masked_log_softmax
 from algos.ppo import clipped_surrogate_loss, episode_minibatches, gae, normalize_advantages, per_agent_kl, value_loss
 from envs.base import TeamSpec
 from envs.config import require
 
-entropy = CounterfactualActorCritic.entropy
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,7 @@ class PPOFamily(Learner):
         mask = batch.filled.unsqueeze(-1)
         with torch.no_grad():
             logp_old = self.policy_log_probs(batch)
-            logp_old_taken = logp_old[:, :-1].gather(-1, batch.actions[:, :-1].unsqueeze(-1)).squeeze(-1)
+            logp_old_taken = at_executed(logp_old, batch.actions)
             values_old = self.values(batch)
             advantages, returns = gae(batch, values_old, self.common.gamma, cfg.gae_lambda)
         adv = normalize_advantages(advantages, mask) if cfg.normalize_advantage else advantages
@@ -96,8 +94,8 @@ class PPOFamily(Learner):
             for idx in episode_minibatches(batch.batch_size, cfg.minibatches):
                 sub, sub_mask = batch[idx], mask[idx]
                 logp = self.policy_log_probs(sub)
-                logp_taken = logp[:, :-1].gather(-1, sub.actions[:, :-1].unsqueeze(-1)).squeeze(-1)
-                surrogate, clip_frac = clipped_surrogate_loss(logp_taken, logp_old_taken[idx], adv[idx], sub_mask, cfg.clip)
+                surrogate, clip_frac = clipped_surrogate_loss(at_executed(logp, sub.actions), logp_old_taken[idx], adv[idx],
+                                                              sub_mask, cfg.clip)
                 ent = masked_mean(entropy(logp[:, :-1]), sub_mask)
                 actor_loss = surrogate - cfg.entropy_coef * ent
                 critic_loss = value_loss(self.values(sub)[:, :-1], values_old[idx, :-1], returns[idx], sub_mask,

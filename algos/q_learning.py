@@ -28,7 +28,7 @@ import torch.nn as nn
 from algos.base import Common, Learner, clip_grad, masked_mean
 from algos.batch import EpisodeBatch
 from algos.exploration import EpsilonGreedyController, LinearSchedule
-from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, greedy_available
+from algos.networks import RNNAgent, agent_input_dim, at_executed, batch_agent_inputs, greedy_available
 from algos.replay import EpisodeReplayBuffer
 from envs.base import TeamSpec
 from envs.config import require
@@ -145,7 +145,7 @@ class QLearner(Learner):
     def td_terms(self, batch: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(chosen Q, targets, mask), each [B, T] (mixed) or [B, T, n] (IQL); chosen carries gradients."""
         q = self.agent_q(self.agent, batch)
-        chosen = q[:, :-1].gather(-1, batch.actions[:, :-1].unsqueeze(-1)).squeeze(-1)  # [B, T, n]
+        chosen = at_executed(q, batch.actions)  # [B, T, n]
         if self.mixer is not None:
             chosen = self.mixer(chosen, batch.state[:, :-1])
         targets = self.targets(batch, q)
