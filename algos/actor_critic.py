@@ -3,6 +3,12 @@ target copy and TD(lambda) targets, and the counterfactual / marginal advantage 
 
 Per update: (1) fit the critic on the executed joint actions, (2) compute advantages once with the
 updated critic and the policy that collected the data, (3) the subclass updates the actor.
+
+Defaults are PyMARL's COMA (src/config/algs/coma.yaml, src/learners/coma_learner.py; docs/fidelity.md
+lists every setting and each difference): the policy has an epsilon floor, (1 - eps) pi + eps uniform
+over available actions, eps 0.5 -> 0.01 over 100k env steps, used for acting and in the learner; no
+entropy bonus; the critic takes one RMSprop step per time step of the batch, latest step first
+(``critic_train_mode="seq"``); the target critic is refreshed every 200 critic steps.
 """
 from __future__ import annotations
 
@@ -12,10 +18,12 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from algos.base import Common, Learner, PolicyController
+from algos.base import Common, Learner, PolicyController, make_optimizer
 from algos.batch import EpisodeBatch
 from algos.critic import CentralQCritic, slot_index, td_lambda_targets
-from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, gumbel_max_available, masked_log_softmax
+from algos.exploration import LinearSchedule
+from algos.networks import (RNNAgent, agent_input_dim, batch_agent_inputs, epsilon_floor, gumbel_max_available,
+                            masked_log_softmax)
 from envs.base import TeamSpec
 from envs.config import require
 
@@ -25,16 +33,32 @@ class ActorCriticConfig:
     rnn_hidden_dim: int = 64
     critic_hidden_dim: int = 128
     td_lambda: float = 0.8
-    critic_epochs: int = 8  # full-batch critic steps per update (PyMARL takes one step per time step of the batch)
-    target_update_interval: int = 200  # episodes between hard target-critic updates (PyMARL)
+    # seq: PyMARL's schedule, one critic step per time step of the batch (latest first), each on all
+    # episodes' rows of that step; batch: ``critic_epochs`` steps on the whole batch.
+    critic_train_mode: Literal["seq", "batch"] = "seq"
+    critic_epochs: int = 8  # batch mode only
+    target_update_interval: int = 200  # critic gradient steps between hard target-critic updates (PyMARL)
+    # Exploration floor of the policy (PyMARL's COMA): (1 - eps) pi + eps uniform over available actions,
+    # eps linear from epsilon_start to epsilon_finish over epsilon_anneal_time env steps. 0 and 0: none.
+    epsilon_start: float = 0.5
+    epsilon_finish: float = 0.01
+    epsilon_anneal_time: int = 100_000
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"  # for actor and critic; PyMARL: RMSprop
+    optim_alpha: float = 0.99  # RMSprop smoothing constant
+    optim_eps: float = 1e-5  # RMSprop epsilon
     grad_norm_clip: float = 10.0
-    entropy_coef: float = 0.01
+    entropy_coef: float = 0.0  # PyMARL's COMA has no entropy bonus (EPyMARL's: 0.001)
     obs_last_action: bool = True
 
     def check(self) -> None:
         require(0.0 <= self.td_lambda <= 1.0, f"learner.td_lambda={self.td_lambda} must be in [0, 1]")
         for name in ("rnn_hidden_dim", "critic_hidden_dim", "critic_epochs", "target_update_interval"):
             require(getattr(self, name) >= 1, f"learner.{name}={getattr(self, name)} must be at least 1")
+        for name in ("epsilon_start", "epsilon_finish"):
+            require(0.0 <= getattr(self, name) <= 1.0, f"learner.{name}={getattr(self, name)} must be in [0, 1]")
+        require(self.epsilon_anneal_time >= 0, f"learner.epsilon_anneal_time={self.epsilon_anneal_time} must be >= 0")
+        require(0.0 <= self.optim_alpha < 1.0, f"learner.optim_alpha={self.optim_alpha} must be in [0, 1)")
+        require(self.optim_eps > 0, f"learner.optim_eps={self.optim_eps} must be positive")
         require(self.grad_norm_clip > 0, f"learner.grad_norm_clip={self.grad_norm_clip} must be positive")
         require(self.entropy_coef >= 0, f"learner.entropy_coef={self.entropy_coef} must be >= 0")
 
@@ -48,7 +72,8 @@ class MarginalSamples(NamedTuple):
 
 
 class CounterfactualActorCritic(Learner):
-    state_attrs = ("actor", "critic", "target_critic", "actor_opt", "critic_opt", "episodes_since_target_update")
+    state_attrs = ("actor", "critic", "target_critic", "actor_opt", "critic_opt", "critic_steps",
+                   "last_target_update_step")
 
     def __init__(self, spec: TeamSpec, cfg: Any, common: Common):
         super().__init__(spec, cfg, common)
@@ -56,22 +81,30 @@ class CounterfactualActorCritic(Learner):
         self.actor = RNNAgent(in_dim, cfg.rnn_hidden_dim, spec.n_actions).to(self.device)
         self.critic = CentralQCritic(spec, cfg.critic_hidden_dim).to(self.device)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=common.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=common.critic_lr)
-        self.controller = PolicyController(self.actor, spec, self.device, cfg.obs_last_action)
-        self.episodes_since_target_update = 0
+        self.actor_opt = make_optimizer(self.actor.parameters(), common.lr, cfg.optimizer, cfg.optim_alpha, cfg.optim_eps)
+        self.critic_opt = make_optimizer(self.critic.parameters(), common.critic_lr, cfg.optimizer, cfg.optim_alpha,
+                                         cfg.optim_eps)
+        self.epsilon = LinearSchedule(cfg.epsilon_start, cfg.epsilon_finish, cfg.epsilon_anneal_time)
+        self.controller = PolicyController(self.actor, spec, self.device, cfg.obs_last_action, self.epsilon)
+        self.critic_steps = 0
+        self.last_target_update_step = 0
 
     # --- pieces -----------------------------------------------------------------------------------
     def actor_inputs(self, batch: EpisodeBatch) -> torch.Tensor:
         """The actor's inputs for every slot (parameter-free: build once per update, index per minibatch)."""
         return batch_agent_inputs(batch, self.cfg.obs_last_action)
 
-    def policy_log_probs(self, batch: EpisodeBatch, inputs: torch.Tensor | None = None) -> torch.Tensor:
-        """log pi^a(.|tau^a_t) for every slot: [B, T+1, n, |U|], masked by availability."""
-        return masked_log_softmax(self.actor(self.actor_inputs(batch) if inputs is None else inputs), batch.avail)
+    def policy_log_probs(self, batch: EpisodeBatch, t_env: int, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """log pi^a(.|tau^a_t) for every slot: [B, T+1, n, |U|], masked by availability, with the
+        exploration floor at ``t_env`` (the policy that acted, as PyMARL's learner sees it)."""
+        logits = self.actor(self.actor_inputs(batch) if inputs is None else inputs)
+        return self.floored(masked_log_softmax(logits, batch.avail), batch.avail, t_env)
+
+    def floored(self, logp: torch.Tensor, avail: torch.Tensor, t_env: int) -> torch.Tensor:
+        return epsilon_floor(logp, avail, self.epsilon(t_env))
 
     def train_critic(self, batch: EpisodeBatch) -> dict[str, float]:
-        inputs = self.critic.base_inputs(batch)  # shared by the target and every epoch
+        inputs = self.critic.base_inputs(batch)  # shared by the target and every step
         # Only slots that matter go through the critics (packed): real transitions for the fit, and the
         # slot after each for the target values Q(s_{t+1}, u_{t+1}) the TD(lambda) returns bootstrap from.
         real = slot_index(batch.filled)
@@ -81,20 +114,32 @@ class CounterfactualActorCritic(Learner):
             target_taken[after] = self.target_critic.q_taken(self.target_critic.features(inputs.rows(after)),
                                                              batch.actions[after])[1]
             targets = td_lambda_targets(batch, target_taken, self.common.gamma, self.cfg.td_lambda)
-        rows, actions, targets = inputs.rows(real), batch.actions[real], targets[real]  # [R, ...]
-        for _ in range(self.cfg.critic_epochs):
-            _, taken = self.critic.q_taken(self.critic.features(rows), actions)
-            loss = ((taken - targets) ** 2).mean()
+        rows, actions, targets = inputs.rows(real), batch.actions[real], targets[real]  # [R, ...], R in (episode, t) order
+        if self.cfg.critic_train_mode == "seq":
+            # PyMARL: one step per time step, latest first, on the rows of that step across episodes
+            counts = torch.bincount(real[1], minlength=batch.max_t).tolist()  # one host sync
+            order = torch.argsort(real[1], stable=True)
+            ends = torch.tensor(counts).cumsum(0).tolist()
+            steps = [order[end - count:end] for count, end in zip(counts, ends) if count][::-1]
+        else:
+            steps = [None] * self.cfg.critic_epochs
+        losses, grad_norms = [], []  # tensors until the end: converting each would sync a GPU once per step
+        for idx in steps:
+            step_rows, step_actions, step_targets = ((rows, actions, targets) if idx is None else
+                                                     (rows.rows(idx), actions[idx], targets[idx]))
+            _, taken = self.critic.q_taken(self.critic.features(step_rows), step_actions)
+            loss = ((taken - step_targets) ** 2).mean()
             self.critic_opt.zero_grad()
             loss.backward()
-            # a tensor until the end: converting it here would sync a GPU once per epoch
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.grad_norm_clip)
+            grad_norms.append(torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.grad_norm_clip))
             self.critic_opt.step()
-        self.episodes_since_target_update += batch.batch_size
-        if self.episodes_since_target_update >= self.cfg.target_update_interval:
+            losses.append(loss.detach())
+        self.critic_steps += len(steps)
+        if self.critic_steps - self.last_target_update_step >= self.cfg.target_update_interval:
             self.target_critic.load_state_dict(self.critic.state_dict())
-            self.episodes_since_target_update = 0
-        loss, grad_norm, target_mean = torch.stack([loss.detach(), grad_norm, targets.mean()]).tolist()
+            self.last_target_update_step = self.critic_steps
+        loss, grad_norm, target_mean = torch.stack([torch.stack(losses).mean(), torch.stack(grad_norms).mean(),
+                                                    targets.mean()]).tolist()
         return {"critic_loss": loss, "critic_grad_norm": grad_norm, "target_mean": target_mean}
 
     @torch.no_grad()

@@ -70,7 +70,7 @@ class ASAE(CounterfactualActorCritic):
         mask = batch.filled.unsqueeze(-1)
         inputs = self.actor_inputs(batch)  # built once: every epoch and the diagnostics reuse them
         with torch.no_grad():
-            logp_old = self.policy_log_probs(batch, inputs)
+            logp_old = self.policy_log_probs(batch, t_env, inputs)
             pi_old = logp_old.exp()
             base = self.critic.base_features(batch)  # the critic is fixed from here on: reused below
             advantages, samples = self.marginal_estimate(batch, pi_old, cfg.m, cfg.advantage, base)
@@ -79,18 +79,19 @@ class ASAE(CounterfactualActorCritic):
         for _ in range(cfg.ppo_epochs):
             for idx in episode_minibatches(batch.batch_size, cfg.minibatches):
                 idx = idx.to(self.device, non_blocking=True)  # one copy, not a GPU sync per indexed tensor
-                logp = masked_log_softmax(self.actor(inputs[idx]), batch.avail[idx])
+                avail = batch.avail[idx]
+                logp = self.floored(masked_log_softmax(self.actor(inputs[idx]), avail), avail, t_env)
                 loss, entropy, clip_frac = self.actor_loss(logp, batch.actions[idx], logp_old_taken[idx], adv[idx],
                                                            mask[idx])
                 grad_norm = self.step_actor(loss)
         metrics.update({"actor_loss": loss.item(), "entropy": entropy.item(), "clip_frac": clip_frac.item(),
                         "actor_grad_norm": float(grad_norm), "advantage_mean": float(masked_mean(advantages, mask))})
-        metrics.update(self._synchrony_diagnostics(batch, logp_old, advantages, mask, inputs, base, samples))
+        metrics.update(self._synchrony_diagnostics(batch, t_env, logp_old, advantages, mask, inputs, base, samples))
         return metrics
 
     @torch.no_grad()
-    def _synchrony_diagnostics(self, batch, logp_old, advantages, mask, inputs, base, samples) -> dict[str, float]:
-        logp_new = self.policy_log_probs(batch, inputs)
+    def _synchrony_diagnostics(self, batch, t_env, logp_old, advantages, mask, inputs, base, samples) -> dict[str, float]:
+        logp_new = self.policy_log_probs(batch, t_env, inputs)
         per_agent = per_agent_kl(logp_old, logp_new, mask)  # KL(pi_i || pi_{i+1}) per agent
         out = {"kl": float(per_agent.mean()), "kl_max_agent": float(per_agent.max())}
         if self.cfg.log_async_gap:

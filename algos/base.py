@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 
 from envs.base import TeamObs, TeamSpec
 from algos.batch import EpisodeBatch
-from algos.networks import RNNAgent, greedy_available, masked_log_softmax, sample_available
+from algos.networks import RNNAgent, epsilon_floor, greedy_available, masked_log_softmax, sample_available
 
 
 @dataclass(frozen=True)
@@ -54,10 +54,16 @@ def last_actions_onehot(last_actions: torch.Tensor, n_actions: int) -> torch.Ten
 
 
 class PolicyController(Controller):
-    """Stochastic policy from a shared GRU actor; greedy (argmax over available actions) in test mode."""
+    """Stochastic policy from a shared GRU actor; greedy (argmax over available actions) in test mode.
 
-    def __init__(self, actor: RNNAgent, spec: TeamSpec, device: torch.device, last_action: bool = True):
+    ``epsilon(t_env)``, when given, is PyMARL's exploration floor: training-mode actions are drawn from
+    (1 - eps) pi + eps uniform over the available actions (``networks.epsilon_floor``).
+    """
+
+    def __init__(self, actor: RNNAgent, spec: TeamSpec, device: torch.device, last_action: bool = True,
+                 epsilon: Callable[[int], float] | None = None):
         self.actor, self.spec, self.device, self.last_action = actor, spec, device, last_action
+        self.epsilon = epsilon
         self._constants: tuple[int, torch.Tensor, torch.Tensor] | None = None
 
     def init_hidden(self, n_envs: int):
@@ -87,7 +93,10 @@ class PolicyController(Controller):
         if test_mode:
             actions = greedy_available(logits, avail)
         else:
-            actions = sample_available(masked_log_softmax(logits, avail).exp(), avail)
+            logp = masked_log_softmax(logits, avail)
+            if self.epsilon is not None:
+                logp = epsilon_floor(logp, avail, self.epsilon(t_env))
+            actions = sample_available(logp.exp(), avail)
         return actions.cpu(), hidden  # the one device-to-host transfer per step: the env needs the actions
 
 
@@ -128,6 +137,13 @@ class Learner(abc.ABC):
                 value.load_state_dict(state[name])
             else:
                 setattr(self, name, state[name])
+
+
+def make_optimizer(params, lr: float, kind: Literal["rmsprop", "adam"], alpha: float, eps: float) -> torch.optim.Optimizer:
+    """PyMARL's RMSprop (``alpha`` smoothing, ``eps``) or Adam (torch's defaults; EPyMARL's choice)."""
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps)
+    return torch.optim.Adam(params, lr=lr)
 
 
 def clip_grad(params, max_norm: float) -> float:

@@ -32,7 +32,7 @@ class COMA(CounterfactualActorCritic):
     def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
         batch = batch.to(self.device)
         metrics = self.train_critic(batch)
-        logp = self.policy_log_probs(batch)
+        logp = self.policy_log_probs(batch, t_env)
         advantages = self.marginal_advantage(batch, logp.detach().exp(), m=1, kind="coma")
         mask = batch.filled.unsqueeze(-1)
         loss, entropy = self.actor_loss(logp, batch.actions, advantages, mask)

@@ -29,8 +29,9 @@ class CriticInputs(NamedTuple):
     step: torch.Tensor
     obs: torch.Tensor
 
-    def rows(self, slots: tuple[torch.Tensor, torch.Tensor]) -> "CriticInputs":
-        """The slots (episode index, time index) of ``slot_index`` -> [R, ...]."""
+    def rows(self, slots: tuple[torch.Tensor, torch.Tensor] | torch.Tensor) -> "CriticInputs":
+        """The slots (episode index, time index) of ``slot_index`` -> [R, ...]; on packed inputs, an index
+        of rows."""
         return CriticInputs(self.step[slots], self.obs[slots])
 
 

@@ -1,9 +1,16 @@
-"""Epsilon-greedy exploration for value-based learners (IQL, VDN, QMIX).
+"""Exploration: epsilon-greedy for value-based learners (IQL, VDN, QMIX) and the epsilon floor of
+PyMARL's policy-gradient controller (COMA, ASAE).
 
-Acting: with probability epsilon an agent takes a uniformly random AVAILABLE action, otherwise the
-greedy action among its available ones; test mode is always greedy. Epsilon follows a linear schedule
-in env steps (PyMARL: 1.0 -> 0.05 over 50k steps, then constant). Random draws use torch's global RNG,
-whose state the trainer checkpoints, so a resumed run explores exactly as the uninterrupted one.
+Epsilon-greedy: with probability epsilon an agent takes a uniformly random AVAILABLE action, otherwise
+the greedy action among its available ones; test mode is always greedy. Epsilon follows a linear
+schedule in env steps (PyMARL: 1.0 -> 0.05 over 50k steps, then constant). Random draws use torch's
+global RNG, whose state the trainer checkpoints, so a resumed run explores exactly as the uninterrupted one.
+
+Epsilon floor (PyMARL's BasicMAC for ``pi_logits`` agents; ``networks.epsilon_floor``): the policy is
+(1 - eps) pi + eps uniform over the available actions, eps on the same kind of linear schedule (COMA:
+0.5 -> 0.01 over 100k env steps). It is the policy the agents act with AND the one the learner
+differentiates and builds its baselines from, so every action keeps probability >= eps / |available|
+while eps is large: the policy cannot turn deterministic early.
 """
 from __future__ import annotations
 

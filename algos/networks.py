@@ -1,6 +1,8 @@
 """Networks shared by the learners: the GRU agent network (actor or per-agent Q) and input builders."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -78,6 +80,17 @@ def entropy(logp: torch.Tensor) -> torch.Tensor:
 
 def masked_log_softmax(logits: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
     return F.log_softmax(logits.masked_fill(~avail, NEG_INF), dim=-1)
+
+
+def epsilon_floor(logp: torch.Tensor, avail: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """log((1 - eps) pi + eps / |available|) on available actions, about NEG_INF elsewhere, from the
+    masked log pi ``logp`` [..., A]: PyMARL's exploration floor. logaddexp keeps it stable for tiny pi
+    and free of log(0) (and its NaN gradients) on unavailable actions."""
+    if epsilon <= 0.0:
+        return logp
+    n_avail = avail.sum(-1, keepdim=True).clamp(min=1).to(logp.dtype)
+    uniform = torch.where(avail, torch.log(epsilon / n_avail), NEG_INF)
+    return torch.logaddexp(logp + (math.log1p(-epsilon) if epsilon < 1.0 else -math.inf), uniform)
 
 
 def sample_available(probs: torch.Tensor, avail: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

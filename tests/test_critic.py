@@ -50,7 +50,7 @@ def test_packed_critic_fit_equals_the_masked_whole_batch_loss():
     from tests.test_asae_math import COMMON, make
 
     batch = random_batch(b=5, t=6)  # episode 0 ends early: padding slots
-    learner = make(COMA, critic_epochs=1)
+    learner = make(COMA, critic_train_mode="batch", critic_epochs=1)
     with torch.no_grad():
         _, target_taken = learner.target_critic.q_taken(learner.target_critic.base_features(batch), batch.actions)
         targets = td_lambda_targets(batch, target_taken, COMMON.gamma, learner.cfg.td_lambda)
