@@ -3,9 +3,11 @@
 double-Q n-step targets, a masked TD loss and gradient clipping. A subclass only picks the mixer.
 
 Per call of ``train`` (once per trainer iteration, with the n_envs freshly collected episodes): insert
-the episodes into the replay; once it holds ``batch_size`` episodes, sample that many and take
-``updates_per_train`` gradient steps; every ``target_update_interval`` episodes copy the online
-networks into the targets.
+the episodes into the replay; once it holds ``batch_size`` episodes, take ``updates_per_episode`` gradient
+steps per new episode (PyMARL: one, each on a fresh sample of ``batch_size`` episodes; a fractional
+remainder carries over to the next call); then, if ``target_update_interval`` episodes have passed since
+the last one, copy the online networks into the targets (checked once per call, i.e. per n_envs
+episodes; PyMARL checks after every episode).
 
 Targets (TD(0) for n_step = 1): y_t = sum_{k<n} gamma^k r_{t+k} + gamma^n (1 - term) Q_target(t+n),
 cut short at an episode's last real step e: there y_t bootstraps from slot e+1 (the final observation)
@@ -13,8 +15,8 @@ unless the episode terminated (a time-limit truncation bootstraps, a terminal st
 double Q the ONLINE network picks argmax_u Q(tau_{t+1}, u) among the actions available at t+1, and the
 target network evaluates that action. The loss averages squared TD errors over ``filled`` steps only.
 
-Optimizer: Adam by default (EPyMARL's choice; PyMARL used RMSprop with alpha 0.99, eps 1e-5, which is
-``optimizer=rmsprop``), learning rate = the top-level ``lr`` (PyMARL: 5e-4).
+Optimizer: PyMARL's RMSprop (alpha 0.99, eps 1e-5) by default; ``optimizer=adam`` is EPyMARL's choice.
+Learning rate = the top-level ``lr`` (PyMARL: 5e-4).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
-from algos.base import Common, Learner, clip_grad, masked_mean
+from algos.base import Common, Learner, clip_grad, make_optimizer, masked_mean
 from algos.batch import EpisodeBatch
 from algos.exploration import EpsilonGreedyController, LinearSchedule
 from algos.networks import RNNAgent, agent_input_dim, at_executed, batch_agent_inputs, greedy_available
@@ -46,17 +48,17 @@ class QLearningConfig:
     n_step: int = 1  # 1 = TD(0) targets
     grad_norm_clip: float = 10.0
     obs_last_action: bool = True
-    optimizer: Literal["adam", "rmsprop"] = "adam"
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"  # PyMARL: RMSprop; EPyMARL: Adam
     optim_alpha: float = 0.99  # RMSprop smoothing constant (rmsprop only)
     optim_eps: float = 1e-5  # RMSprop epsilon (rmsprop only)
-    # Gradient steps per trainer iteration (n_envs new episodes), each on a fresh replay sample.
-    # 1 = PyMARL's parallel runner (one step per n_envs episodes); n_envs = its episode runner (one per
-    # episode): n_envs times the updates per env step, and learns faster per env step on MPE spread.
-    updates_per_train: int = 1
+    # Gradient steps per collected episode, each on a fresh replay sample: PyMARL's episode runner takes
+    # one; 1 / n_envs is its parallel runner's one step per n_envs episodes.
+    updates_per_episode: float = 1.0
 
     def check(self) -> None:
-        for name in ("rnn_hidden_dim", "buffer_size", "target_update_interval", "n_step", "updates_per_train"):
+        for name in ("rnn_hidden_dim", "buffer_size", "target_update_interval", "n_step"):
             require(getattr(self, name) >= 1, f"learner.{name}={getattr(self, name)} must be at least 1")
+        require(self.updates_per_episode > 0, f"learner.updates_per_episode={self.updates_per_episode} must be positive")
         for name in ("epsilon_start", "epsilon_finish"):
             require(0.0 <= getattr(self, name) <= 1.0, f"learner.{name}={getattr(self, name)} must be in [0, 1]")
         require(self.epsilon_anneal_time >= 0, f"learner.epsilon_anneal_time={self.epsilon_anneal_time} must be >= 0")
@@ -96,7 +98,8 @@ def n_step_targets(batch: EpisodeBatch, next_values: torch.Tensor, gamma: float,
 
 
 class QLearner(Learner):
-    state_attrs = ("agent", "target_agent", "mixer", "target_mixer", "optimizer", "replay", "last_target_update_episode", "updates")
+    state_attrs = ("agent", "target_agent", "mixer", "target_mixer", "optimizer", "replay", "last_target_update_episode",
+                   "updates", "update_credit")
 
     on_policy = False
 
@@ -116,15 +119,13 @@ class QLearner(Learner):
         self.params = params
         self.target_agent = copy.deepcopy(self.agent).requires_grad_(False)
         self.target_mixer = None if self.mixer is None else copy.deepcopy(self.mixer).requires_grad_(False)
-        if cfg.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=common.lr)
-        else:
-            self.optimizer = torch.optim.RMSprop(params, lr=common.lr, alpha=cfg.optim_alpha, eps=cfg.optim_eps)
+        self.optimizer = make_optimizer(params, common.lr, cfg.optimizer, cfg.optim_alpha, cfg.optim_eps)
         self.replay = EpisodeReplayBuffer(cfg.buffer_size, common.episode_limit, device="cpu")
         schedule = LinearSchedule(cfg.epsilon_start, cfg.epsilon_finish, cfg.epsilon_anneal_time)
         self.controller = EpsilonGreedyController(self.agent, spec, self.device, schedule, cfg.obs_last_action)
         self.last_target_update_episode = 0
         self.updates = 0
+        self.update_credit = 0.0  # gradient steps earned by collected episodes, not yet taken
 
     # --- pieces -----------------------------------------------------------------------------------
     def agent_q(self, net: RNNAgent, batch: EpisodeBatch) -> torch.Tensor:
@@ -173,14 +174,14 @@ class QLearner(Learner):
         metrics = {"epsilon": self.controller.epsilon(t_env), "replay_size": float(len(self.replay))}
         if not self.replay.can_sample(self.common.batch_size):
             return metrics
-        per_update = [self.update(self.replay.sample(self.common.batch_size).to(self.device))
-                      for _ in range(self.cfg.updates_per_train)]
-        for key in per_update[0]:
+        self.update_credit += batch.batch_size * self.cfg.updates_per_episode
+        n_updates = int(self.update_credit)
+        self.update_credit -= n_updates
+        per_update = [self.update(self.replay.sample(self.common.batch_size).to(self.device)) for _ in range(n_updates)]
+        for key in per_update[0] if per_update else ():
             metrics[key] = sum(m[key] for m in per_update) / len(per_update)
         if episodes - self.last_target_update_episode >= self.cfg.target_update_interval:
             self.update_targets()
             self.last_target_update_episode = episodes
         return metrics
-
-    # --- checkpointing ----------------------------------------------------------------------------
 

@@ -235,7 +235,8 @@ def test_train_waits_for_a_batch_then_updates_and_hard_updates_targets(cls):
     metrics = learner.train(ragged_batch([6, 3], seed=1), t_env=9, episodes=2)
     assert set(metrics) == {"epsilon", "replay_size"} and learner.updates == 0
     metrics = learner.train(ragged_batch([4, 6], seed=2), t_env=19, episodes=4)
-    assert {"td_loss", "q_mean", "target_mean", "grad_norm", "epsilon"} <= set(metrics) and learner.updates == 1
+    # PyMARL: one gradient step per episode collected once the replay can sample (2 new episodes)
+    assert {"td_loss", "q_mean", "target_mean", "grad_norm", "epsilon"} <= set(metrics) and learner.updates == 2
     assert metrics["epsilon"] == pytest.approx(1.0 - 0.95 * 19 / 50_000)
     first = next(learner.target_agent.parameters()).clone()
     assert not torch.equal(first, next(learner.agent.parameters()))  # online moved, target not yet
@@ -243,6 +244,18 @@ def test_train_waits_for_a_batch_then_updates_and_hard_updates_targets(cls):
     for online, target in zip(learner.agent.parameters(), learner.target_agent.parameters()):
         assert torch.equal(online, target)
     assert not torch.equal(first, next(learner.target_agent.parameters()))
+
+
+def test_fractional_updates_per_episode_carry_over_between_calls():
+    """updates_per_episode=0.4 on 2-episode batches: 0.8 steps earned per call, taken whole, the rest kept."""
+    common = Common(gamma=0.9, lr=1e-2, critic_lr=1e-3, batch_size=2, episode_limit=6, device=torch.device("cpu"))
+    learner = make(VDN, common=common, updates_per_episode=0.4)
+    taken = []
+    for seed in range(5):
+        learner.train(ragged_batch([6, 3], seed=seed), t_env=9 * (seed + 1), episodes=2 * (seed + 1))
+        taken.append(learner.updates)
+    assert taken == [0, 1, 2, 3, 4]  # credit 0.8, 1.6, 2.4, 3.2, 4.0 -> floor
+    assert learner.update_credit == pytest.approx(0.0, abs=1e-9)
 
 
 def test_registry_descriptions_and_config_overrides():
