@@ -102,10 +102,35 @@ named_config(
     {"env": {"n_predators": 3, "n_prey": 3}, "algo": "coma", "teams": {"predator": "coma", "prey": "asae"}},
 )
 
-named_config(
-    "smac_paper",
-    "The paper's SMAC settings (sec. 5.1): 3M steps, batch 32 episodes, gamma 0.99, lr 1e-3 for actor "
-    "and critic (ASAE's m = 10 and clip 0.1 are its defaults).",
-    {"t_max": 3_000_000, "batch_size": 32, "n_envs": 32, "gamma": 0.99, "lr": 1e-3, "critic_lr": 1e-3,
-     "test_interval": 50_000, "test_episodes": 100, "log_interval": 10_000, "checkpoint_interval": 100_000},
-)
+# Table 1 (sec. 5.1): "learning rates for critic and actors are both 0.001" is about the actor-critic
+# methods; the value-based baselines the paper reports are PyMARL's, whose agents learn at 5e-4 (and
+# whose other reference settings are their learners' defaults). docs/fidelity.md has the whole table.
+PYMARL_VALUE_BASED_LR = 5e-4
+VALUE_BASED = ("iql", "vdn", "qmix")
+
+
+def paper_lr(algo: str, actor_critic_lr: float) -> float:
+    """The learning rate a paper config gives ``algo``: the paper's for actor-critic methods, PyMARL's
+    for the value-based baselines."""
+    return PYMARL_VALUE_BASED_LR if algo in VALUE_BASED else actor_critic_lr
+
+
+@ex.named_config
+def smac_paper():
+    algo = "asae"  # the command line's algo wins; it picks the learning rates below
+    t_max = 3_000_000
+    batch_size = 32
+    n_envs = 32
+    gamma = 0.99
+    lr = critic_lr = paper_lr(algo, 1e-3)
+    test_interval = 50_000
+    test_episodes = 100
+    log_interval = 10_000
+    checkpoint_interval = 100_000
+
+
+ex.named_configs["smac_paper"].__doc__ = (
+    "The paper's SMAC settings (sec. 5.1): 3M steps, batch 32 episodes, gamma 0.99; lr 1e-3 for actor and "
+    "critic of the actor-critic methods, PyMARL's 5e-4 for IQL, VDN and QMIX (their other settings are "
+    "PyMARL's defaults: one gradient step per episode, RMSprop, target every 200 episodes). ASAE's m = 10 and "
+    "clip 0.1 are its defaults.")
