@@ -15,9 +15,16 @@ enemy in range" policy wins SMAX's 2m_vs_1z every time), different observation/s
 actions 0-3 move (north, east, south, west), 4 stop (the only action of a dead agent), 5 + j attack
 enemy j (SMAC: 0 no-op, 1 stop, 2-5 move, 6 + j attack).
 
+Observations follow SMAC's content by default: an agent sees its enemies' health, position and type but
+not their last actions (``see_enemy_actions``) or weapon cooldowns (``see_enemy_cooldowns``), which SMAX
+shows and SMAC does not; both options restore SMAX's observation.
+
 Step semantics:
 - ``terminated``: the battle is over (all allies or all enemies dead); ``truncated``: the episode
-  limit (``env.episode_limit``, default SMAC's limit for the map) was reached first.
+  limit (``env.episode_limit``, default SMAC's limit for the map) was reached first. With
+  ``timeout="terminal"`` (the default: SMAC's and PyMARL's ``continuing_episode=False``) reaching the
+  limit is reported as ``terminated`` (no bootstrap from the last state), as on real SMAC;
+  ``timeout="truncation"`` reports it as ``truncated`` (bootstrapped).
 - info ``battle_won`` is 1.0 exactly on the step where the last enemy dies while an ally is alive
   (SMAX can end in a draw when both sides die in the same step: not a win, as in SMAC).
 - ``reward_scale="smac"`` (default) gives SMAC's reward on SMAX's damage: (damage dealt + 10 per enemy
@@ -62,7 +69,9 @@ class Config:
     reward_scale: Literal["smac", "smax"] = "smac"
     enemy_shoots: bool = True  # False: the heuristic enemies only move
     enemy_attack_mode: Literal["closest", "random"] = "closest"  # how a heuristic enemy picks its target
-    see_enemy_actions: bool = True  # SMAX's default; SMAC shows no enemy actions
+    see_enemy_actions: bool = False  # SMAC shows no enemy actions (SMAX's default: True)
+    see_enemy_cooldowns: bool = False  # SMAC shows no enemy weapon cooldowns (SMAX does)
+    timeout: Literal["terminal", "truncation"] = "terminal"  # the episode limit ends like a battle (SMAC, PyMARL)
 
     def check(self) -> None:
         if self.map_name not in SMAC_MAPS and self.map_name not in SMAX_ONLY_MAPS:
@@ -93,7 +102,7 @@ class _Kernels:
 
 @functools.lru_cache(maxsize=None)
 def _kernels(map_name: str, enemy_shoots: bool, attack_mode: str, see_enemy_actions: bool,
-             reward_scale: str) -> _Kernels:
+             see_enemy_cooldowns: bool, reward_scale: str) -> _Kernels:
     import jax
     import jax.numpy as jnp
     from jaxmarl.environments.smax import HeuristicEnemySMAX, Scenario, map_name_to_scenario
@@ -113,6 +122,14 @@ def _kernels(map_name: str, enemy_shoots: bool, attack_mode: str, see_enemy_acti
     unit_feats = len(env.own_features)  # per-unit block of world_state: health, x, y, cooldown, type bits
     map_size = jnp.array([env.map_width, env.map_height], dtype=jnp.float32)
     agents = env.agents
+    # 0 on each enemy block's weapon cooldown column when hidden (an agent's observation lists the other
+    # allies' blocks, then the enemies', then its own features)
+    obs_keep = np.ones(env.obs_size, dtype=np.float32)
+    if not see_enemy_cooldowns:
+        block = len(env.unit_features)
+        first_enemy = (n_allies - 1) * block
+        obs_keep[first_enemy + block * np.arange(n_enemies) + env.unit_features.index("weapon_cooldown")] = 0.0
+    obs_keep = jnp.asarray(obs_keep)
 
     def strip_weak_types(tree):
         # reset returns weak-typed leaves; without this the step would compile a second time
@@ -120,7 +137,7 @@ def _kernels(map_name: str, enemy_shoots: bool, attack_mode: str, see_enemy_acti
 
     def observe(state):
         obs_dict = env.get_obs(state)
-        obs = jnp.stack([obs_dict[a] for a in agents]).astype(jnp.float32)
+        obs = jnp.stack([obs_dict[a] for a in agents]).astype(jnp.float32) * obs_keep
         world = env.get_world_state(state).astype(jnp.float32)
         units = world[: n_units * unit_feats].reshape(n_units, unit_feats)
         units = units.at[:, 1:3].divide(map_size)
@@ -199,7 +216,7 @@ class SMAXVecEnv(VecEnv):
         self.cfg = cfg
         self._jax = jax
         self._k = _kernels(cfg.map_name, cfg.enemy_shoots, cfg.enemy_attack_mode, cfg.see_enemy_actions,
-                           cfg.reward_scale)
+                           cfg.see_enemy_cooldowns, cfg.reward_scale)
         spec = TeamSpec("team", self._k.n_agents, self._k.obs_dim, self._k.state_dim, self._k.n_actions)
         self.info = EnvInfo(name="smax", n_envs=n_envs, episode_limit=cfg.limit, teams=(spec,),
                             backend=backend_name(cfg), episode_stats={"battle_won": "last"})
@@ -222,11 +239,14 @@ class SMAXVecEnv(VecEnv):
         acts = actions["team"].detach().to(device="cpu", dtype=torch.int32).numpy()
         (self._keys, self._state, obs, world, avail, reward, terminated, truncated,
          won) = self._k.step(self._keys, self._state, acts, self._limit)
+        terminated, truncated = _torch(terminated), _torch(truncated)
+        if self.cfg.timeout == "terminal":
+            terminated, truncated = terminated | truncated, torch.zeros_like(truncated)
         return StepResult(
             obs={"team": TeamObs(_torch(obs), _torch(world), _torch(avail))},
             reward={"team": _torch(reward)},
-            terminated=_torch(terminated),
-            truncated=_torch(truncated),
+            terminated=terminated,
+            truncated=truncated,
             info={"battle_won": _torch(won)},
         )
 

@@ -219,13 +219,37 @@ def test_episode_limit_truncates_and_shares_the_compiled_step(env3m, random_run)
     # The kernels are shared by every 3m env of the process (other tests compile other batch sizes):
     # what matters is that a different episode limit adds no compile for this B.
     compiled = (env3m._k.step._cache_size(), env3m._k.reset._cache_size())
-    short = make_env({"name": "smax", "map_name": "3m", "episode_limit": 5}, B)
+    short = make_env({"name": "smax", "map_name": "3m", "episode_limit": 5, "timeout": "truncation"}, B)
     assert short._k is env3m._k
     _, steps = rollout(short, lambda avail: torch.full(avail.shape[:-1], STOP), list(range(B)))
     for t, (_, r, _) in enumerate(steps):
         assert not r.terminated.any()  # standing still, nobody is in range within 5 steps
         assert bool(r.truncated.all()) == (t >= 4)
+    # the default, SMAC's and PyMARL's: the limit ends the episode as a terminal state (no bootstrap)
+    terminal = make_env({"name": "smax", "map_name": "3m", "episode_limit": 5}, B)
+    _, steps = rollout(terminal, lambda avail: torch.full(avail.shape[:-1], STOP), list(range(B)))
+    for t, (_, r, _) in enumerate(steps):
+        assert not r.truncated.any() and bool(r.terminated.all()) == (t >= 4)
+        assert not r.info["battle_won"].any()
     assert (env3m._k.step._cache_size(), env3m._k.reset._cache_size()) == compiled  # no second compile
+
+
+def test_observations_hide_what_smac_agents_do_not_see():
+    """SMAC's agents see enemies' health, position and type, not their last actions or weapon cooldowns
+    (SMAX shows both): hidden by default, shown with see_enemy_actions / see_enemy_cooldowns."""
+    def enemy_blocks(cfg):
+        env = make_env({"name": "smax", "map_name": "3m", **cfg}, 4)
+        first = env.reset([0, 1, 2, 3])["team"]
+        attack = torch.where(first.avail[..., 5:].any(-1), 5 + first.avail[..., 5:].float().argmax(-1), 4)
+        obs = env.step({"team": attack}).obs["team"].obs  # 3m: 2 ally blocks, 3 enemy blocks, own features
+        for _ in range(3):
+            obs = env.step({"team": torch.full((4, 3), 1)}).obs["team"].obs  # move: enemies come in range
+        return obs[..., 2 * 13:5 * 13].reshape(4, 3, 3, 13)  # [B, agent, enemy, features]
+
+    hidden, shown = enemy_blocks({}), enemy_blocks({"see_enemy_actions": True, "see_enemy_cooldowns": True})
+    assert (hidden[..., 3:7] == 0).all()  # last movement (2), last target, weapon cooldown
+    assert (shown[..., 3:7] != 0).any()
+    torch.testing.assert_close(hidden[..., :3], shown[..., :3])  # health and position the same
 
 
 # ---- maps built here ----------------------------------------------------------------------------------
