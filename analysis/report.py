@@ -83,7 +83,7 @@ def select_preset(frame: pd.DataFrame, preset: str | None) -> pd.DataFrame:
 def require_runs(frame: pd.DataFrame, where: str) -> None:
     if frame.empty:
         skipped = frame.attrs.get("skipped") or []
-        extra = f" ({len(skipped)} unreadable run director{'y' if len(skipped) == 1 else 'ies'} skipped)" if skipped else ""
+        extra = f" ({len(skipped)} skipped, listed above)" if skipped else ""
         raise ConfigError(f"no runs found in {where}{extra}; train some with `asae train` or pass --runs DIR")
 
 
@@ -140,6 +140,37 @@ def runs_overview(frame: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["env", "map", "N", "algo", "seed"], na_position="first").reset_index(drop=True)
 
 
+NO_PRESET = "(no preset tag)"
+COST_NOTE = ("How long the runs took, per sweep preset (the `preset:NAME` tag `asae sweep` gives its runs; "
+             "other runs are \"" + NO_PRESET + "\"), from every Sacred run read, attempts of resumed runs and "
+             "runs still RUNNING included. A run's duration is its run.json `stop_time` minus `start_time`, or its "
+             "last `heartbeat` minus `start_time` when it is still running or was killed before it could stop. "
+             "*Run time* is the sum of the durations; *CPU hours* the sum of duration x `torch_threads` (the cores "
+             "each run was given; threads JAX starts for SMAX are not counted); *wall time* runs from the first "
+             "start to the last end, so it counts parallel runs once and includes any pause between sessions.")
+
+
+def cost_by_preset(run_times: Sequence[dict]) -> pd.DataFrame:
+    """Per preset (and in total): runs, Sacred runs (attempts), those still running, wall time, run time
+    and CPU hours, from loaders.run_time records (``frame.attrs["run_times"]``)."""
+    from analysis.loaders import duration_text
+
+    times = pd.DataFrame(list(run_times), columns=["run_key", "preset", "status", "start", "end", "seconds", "threads"])
+    times["preset"] = times["preset"].map(lambda p: p if isinstance(p, str) and p else NO_PRESET)
+
+    def row(name: str, group: pd.DataFrame) -> dict:
+        wall = (group["end"].max() - group["start"].min()).total_seconds() if group["seconds"].notna().any() else np.nan
+        return {"preset": name, "runs": group["run_key"].nunique(), "Sacred runs": len(group),
+                "still running": int((group["status"] == "RUNNING").sum()), "wall time": duration_text(wall),
+                "run time": duration_text(group["seconds"].sum()),
+                "CPU hours": f"{(group['seconds'] * group['threads']).sum() / 3600:.2f}"}
+
+    rows = [row(name, group) for name, group in times.groupby("preset", sort=True)]
+    if len(rows) > 1:
+        rows.append(row("all", times))
+    return pd.DataFrame(rows)
+
+
 def fmt_summary(df: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
     """A summarize() frame for people: key columns, "mean [CI] n", steps reached."""
     out = df[list(key)].copy()
@@ -166,7 +197,7 @@ def build_report(frame: pd.DataFrame, paper: Paper, out: Path, source: str, form
     everything, frame = frame, (frame if any_settings else paper.paper_settings(frame))
     variants = n_runs - frame["run_id"].nunique()
     doc.text(f"Generated {dt.datetime.now().isoformat(timespec='seconds')} from `{source}`: {n_runs} run(s)"
-             + (f", {len(skipped)} unreadable run(s) skipped (listed at the end)" if skipped else "")
+             + (f", {len(skipped)} skipped (unreadable or still running; listed at the end)" if skipped else "")
              + ". Paper: Wan et al., *Multi-agent Policy Optimization with Approximatively Synchronous Advantage "
                "Estimation* (arXiv 2012.03488). Each number is the mean over seeds of every run's last test "
                "evaluation, with a 95% Student-t interval and the number of seeds (n)."
@@ -254,8 +285,13 @@ def build_report(frame: pd.DataFrame, paper: Paper, out: Path, source: str, form
 
     doc.heading("Runs")
     doc.table(runs_overview(everything))
+    doc.heading("What the runs took", 3)
+    doc.text(COST_NOTE)
+    cost = cost_by_preset(frame.attrs.get("run_times") or [])
+    write_table(cost, tabdir, "cost", "What the runs took")
+    doc.table(cost)
     if skipped:
-        doc.heading("Unreadable runs (skipped)", 3)
+        doc.heading("Skipped (unreadable or still running)", 3)
         doc.table(pd.DataFrame(skipped, columns=["run", "reason"]))
     return doc.write(out)
 
