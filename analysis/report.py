@@ -15,7 +15,7 @@ from envs.config import ConfigError
 from analysis import tables
 from analysis.loaders import runs_table
 from analysis.paper import WIN_RATE, Paper
-from analysis.render import Document, latex_table, markdown_table
+from analysis.render import Document, latex_table, markdown_table, replace_whole, write_text
 from analysis.stats import aggregate_table, final_values, performance_profiles, score_matrices, summarize
 
 
@@ -98,11 +98,9 @@ def write_table(df: pd.DataFrame, directory: Path, stem: str, caption: str = "",
                 cells: pd.DataFrame | None = None) -> list[Path]:
     """`stem`.md (people), .tex (papers), .csv (the numbers: ``cells`` when given)."""
     directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / f"{stem}.md", directory / f"{stem}.tex", directory / f"{stem}.csv"]
-    paths[0].write_text((f"*{caption}*\n\n" if caption else "") + markdown_table(df) + "\n")
-    paths[1].write_text(latex_table(df, caption=caption, label=f"tab:{stem}") + "\n")
-    (cells if cells is not None else df).to_csv(paths[2], index=False)
-    return paths
+    return [write_text(directory / f"{stem}.md", (f"*{caption}*\n\n" if caption else "") + markdown_table(df) + "\n"),
+            write_text(directory / f"{stem}.tex", latex_table(df, caption=caption, label=f"tab:{stem}") + "\n"),
+            replace_whole(directory / f"{stem}.csv", lambda tmp: (df if cells is None else cells).to_csv(tmp, index=False))]
 
 
 def aggregate_outputs(frame: pd.DataFrame, metric: str = WIN_RATE, last: int = 1):

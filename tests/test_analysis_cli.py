@@ -277,3 +277,19 @@ def test_report_says_what_the_runs_took_per_preset(tmp_path, capsys):
         "| table | 2 | 3 | 0 | 4.0 h | 3.5 h | 5.50 |",
         "| all | 3 | 4 | 1 | 4.0 h | 3.6 h | 5.60 |",
     ]
+
+
+def test_an_interrupted_write_leaves_the_previous_file_whole(tmp_path):
+    from analysis.render import replace_whole
+
+    page = tmp_path / "index.md"
+    page.write_text("the previous report")
+
+    def dies_half_way(tmp):
+        tmp.write_text("half of a new")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        replace_whole(page, dies_half_way)
+    assert page.read_text() == "the previous report"
+    assert [p.name for p in tmp_path.iterdir()] == ["index.md"]
