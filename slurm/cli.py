@@ -197,9 +197,9 @@ def sweep_main(argv: Sequence[str]) -> int:
     job_name = f"asae-{Path(args.preset).stem}"
     if options.executor == "slurm":
         executors.check_slurm_parameters(options, job_name)
-        if not args.dry_run:
-            executors.require_sbatch()
-    sweep = Sweep(args)
+    sweep = Sweep(args)  # a mistake in what to run is named before what the machine lacks to run it
+    if options.executor == "slurm" and not args.dry_run:
+        executors.require_sbatch()
     statuses = sweep.statuses()
     todo = [st for st in statuses if st.status != "completed" and not st.active]
     n_done = sum(st.status == "completed" for st in statuses)
