@@ -44,9 +44,10 @@ SELECTORS: dict[str, tuple[str, Callable[[pd.DataFrame], pd.Series]]] = {
     "ablation_clip": ("ASAE runs, by learner.clip: Fig 11", lambda f: f["team_algo"] == "asae"),
 }
 # The sweep presets' names (experiments/presets/*.toml) and other spellings of the experiments above.
-ALIASES = {"table1": "smac", "appendix": "smac", "smax": "smac", "sc2": "smac", "mpe_spread": "spread",
-           "simple_spread": "spread", "predator_prey": "predator", "predator-prey": "predator", "tag": "predator",
-           "ablation-m": "ablation_m", "ablation-clip": "ablation_clip"}
+ALIASES = {"table1": "smac", "repro_table1": "smac", "appendix": "smac", "smax": "smac", "sc2": "smac",
+           "mpe_spread": "spread", "simple_spread": "spread", "repro_spread": "spread", "predator_prey": "predator",
+           "predator-prey": "predator", "tag": "predator", "ablation-m": "ablation_m", "repro_ablation_m": "ablation_m",
+           "ablation-clip": "ablation_clip", "repro_ablation_clip": "ablation_clip"}
 ABLATION_OF = {"ablation_m": "m", "ablation_clip": "clip"}
 
 
@@ -55,17 +56,19 @@ def preset_name(preset: str | None) -> str | None:
 
 
 def select_preset(frame: pd.DataFrame, preset: str | None) -> pd.DataFrame:
-    """Runs of a preset: those tagged with it (config `preset` or `tags`), plus untagged runs whose
-    config matches the preset's experiment (SELECTORS). Directory names play no part."""
+    """Runs of a preset: those tagged with it or with a preset of the same experiment (config `preset` or
+    `tags`: a `table1` sweep's runs are SMAC runs), plus untagged runs whose config matches the preset's
+    experiment (SELECTORS). Directory names play no part."""
     if not preset:
         return frame
     runs = runs_table(frame)
+    name = preset_name(preset)
     tags = runs["tags"].astype(object) if "tags" in runs else pd.Series([None] * len(runs))
     tag_sets = [set(json.loads(t)) if isinstance(t, str) and t.startswith("[") else set() for t in tags]
     tagged = {rid for rid, p, ts in zip(runs["run_id"], runs["preset"], tag_sets)
-              if p == preset or preset in ts or f"preset:{preset}" in ts}
+              if p == preset or preset in ts or f"preset:{preset}" in ts
+              or (name in SELECTORS and isinstance(p, str) and preset_name(p) == name)}
     untagged = {rid for rid, p in zip(runs["run_id"], runs["preset"]) if not isinstance(p, str)}
-    name = preset_name(preset)
     ids = set(tagged)
     if name in SELECTORS:
         matched = frame[SELECTORS[name][1](frame)]["run_id"].unique()

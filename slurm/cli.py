@@ -43,9 +43,9 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a config update for every run (e.g. --config t_max=50000 --config device=cuda); "
                         "it changes the runs' identity")
-    p.add_argument("--results", default=DEFAULT_RESULTS, metavar="DIR",
+    p.add_argument("--results", metavar="DIR",
                    help="results root: runs go to DIR/runs, the sweep's logs and state to DIR/sweeps/PRESET "
-                        f"(default: {DEFAULT_RESULTS})")
+                        f"(default: the preset's `results`, else {DEFAULT_RESULTS})")
     p.add_argument("--preset-file", action="append", default=[], metavar="FILE", help="your own preset file; repeatable")
     p.add_argument("--preset-dir", action="append", default=[], metavar="DIR", help="a folder of preset files; repeatable")
 
@@ -103,7 +103,7 @@ class Sweep:
             unique.setdefault(config["run_key"], (spec, config))
         self.runs = unique
         self.columns = sweeps.varying_keys([spec for spec, _ in unique.values()])
-        root = Path(args.results).resolve()
+        root = Path(args.results or self.preset.results or DEFAULT_RESULTS).resolve()
         self.results_dir = root / "runs"
         self.folder = root / "sweeps" / self.preset.name
         self.state = SweepState(self.folder)

@@ -127,6 +127,23 @@ def test_presets_select_by_tag_or_config(results):
         select_preset(frame, "predator")
 
 
+def test_runs_a_sweep_tagged_are_found_under_their_experiment(tmp_path):
+    """`asae sweep` tags its runs preset:NAME; a reproduction preset's runs are its experiment's runs."""
+    from sacred.observers import FileStorageObserver
+
+    from analysis.loaders import load_runs
+    from analysis.report import select_preset
+
+    ex, obs = make_experiment(), FileStorageObserver(str(tmp_path))
+    for key, tag in (("t", "preset:repro_table1"), ("a", "preset:repro_ablation_m"), ("s", "preset:repro_spread")):
+        env = {"name": "mpe_spread", "n_agents": 3} if key == "s" else {"name": "smax", "map_name": "3m"}
+        run(ex, [obs], run_key=key, tags=[tag], env=env, metrics={"test_return_mean": curve(1.0)})
+    frame = load_runs(tmp_path)
+    assert set(select_preset(frame, "smac")["run_key"]) == set(select_preset(frame, "table1")["run_key"]) == {"t"}
+    assert set(select_preset(frame, "ablation_m")["run_key"]) == {"a"}
+    assert set(select_preset(frame, "spread")["run_key"]) == {"s"}
+
+
 def test_report_all_writes_one_page_with_claims(results, tmp_path, capsys):
     out = tmp_path / "report"
     assert report("all", "--runs", str(results), "--out", str(out), "--format", "png") == 0

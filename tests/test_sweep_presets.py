@@ -49,6 +49,14 @@ def test_parameters_substitute_with_their_type_and_lists_become_axes():
     assert {s.config_updates["env"]["sight_range"] for s in spread} == {0.5}
 
 
+def test_a_run_may_bring_its_own_grid(tmp_path):
+    preset = sweeps.load_preset(write(tmp_path, GOOD + '[[runs]]\ngrid = { algo = ["coma", "iql"] }\n'
+                                          '[[runs]]\nalgo = "qmix"\n'))
+    specs = sweeps.expand(preset, seeds=[0])
+    assert [(s.config_updates["algo"], s.config_updates["env"]["n_agents"]) for s in specs] == [
+        ("coma", 2), ("iql", 2), ("coma", 3), ("iql", 3), ("qmix", 2), ("qmix", 3)]
+
+
 def test_competitive_pits_asae_against_coma_both_ways():
     specs = sweeps.expand(load("competitive"), seeds=[0])
     pairs = {(s.config_updates["teams"]["predator"], s.config_updates["teams"]["prey"],
@@ -110,6 +118,10 @@ env = { name = "mpe_spread" }
     (GOOD.replace('"mpe_spread"', '"${envname}"'), ["config.env.name", "${envname}"]),
     (GOOD.replace("[config]", "[config\n"), ["not valid TOML"]),
     (GOOD + "[[runs]]\nteams = { predator = 'asea' }\n", ["runs[0].teams.predator", "asea"]),
+    (GOOD + "[[runs]]\ngrid = { algo = ['qmx'] }\n", ["runs[0].grid.algo", "qmx"]),
+    (GOOD + "[[runs]]\ngrid = { algo = 'coma' }\n", ["runs[0].grid.algo", "list"]),
+    (GOOD + "[[runs]]\ngrid = ['coma']\n", ["runs[0].grid", "table"]),
+    ('results = 3\n' + GOOD, ["results", "directory"]),
 ])
 def test_a_typo_in_a_preset_file_is_one_line_naming_file_and_key(tmp_path, text, must_name):
     path = write(tmp_path, text)
