@@ -26,6 +26,7 @@ COMMANDS = {
     "claims": "a verdict per claim of the paper (results/paper/claims.toml)",
     "all": "every table and figure and the claims on one page (index.md + index.html)",
 }
+PRINT_ONLY = ("table1", "claims")  # they write files only when given --out
 
 
 def _log(text: str) -> None:
@@ -53,7 +54,21 @@ def _parser() -> argparse.ArgumentParser:
                    "the paper's (ASAE m != 10 or clip != 0.1) outside the ablations")
     p.add_argument("--all-runs", action="store_true", help="keep every Sacred run of a resumed run_key "
                    "(default: the latest COMPLETED one)")
+    p.add_argument("--running", action="store_true", help="also use runs still RUNNING, e.g. to watch a sweep's "
+                   "curves (default: skipped and listed, their last evaluation is not final)")
     return p
+
+
+def check_out_dir(out: Path) -> None:
+    """The --out directory, checked before any run is read: it, or the nearest part of it that exists,
+    must be a writable directory (a file of that name is never replaced)."""
+    path = str(out)
+    existing = next(p for p in (out, *out.parents) if p.exists() or p.is_symlink())
+    if not existing.is_dir():
+        what = "is not a directory" if existing == out else f"cannot be created: {str(existing)!r} is not a directory"
+        raise ConfigError(f"--out {path!r} {what}; name a directory for the output (it is created if missing)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {path!r}: the directory {str(existing)!r} is not writable")
 
 
 def report_main(argv: list[str]) -> int:
@@ -69,11 +84,15 @@ def report_main(argv: list[str]) -> int:
     from analysis.paper import load_paper
     from analysis.report import ABLATION_OF, preset_name, require_runs, select_preset
 
+    out = Path(args.out or "report")
+    if args.out or args.command not in PRINT_ONLY:
+        check_out_dir(out)
     paper = load_paper(args.paper)
     source = args.runs
     if not source.startswith(("mongodb://", "mongodb+srv://")) and not Path(source).exists():
         raise ConfigError(f"runs directory {source!r} does not exist; train some with `asae train` or pass --runs DIR")
-    frame = load_runs(source, latest_only=not args.all_runs, progress=True, db_name=args.db)
+    frame = load_runs(source, latest_only=not args.all_runs, progress=True, db_name=args.db,
+                      skip_running=not args.running)
     for where, why in frame.attrs.get("skipped") or []:
         _log(f"skipped {where}: {why}")
     require_runs(frame, source)
@@ -85,7 +104,6 @@ def report_main(argv: list[str]) -> int:
         if frame.empty:
             raise ConfigError("no runs with the paper's hyper-parameters (results/paper/settings.csv); "
                               "pass --any-settings to use the others")
-    out = Path(args.out or "report")
     return HANDLERS[args.command](frame, paper, args, out, formats)
 
 

@@ -17,6 +17,7 @@ import seaborn as sns  # noqa: E402
 from envs.config import ConfigError  # noqa: E402
 
 from analysis.paper import Paper  # noqa: E402
+from analysis.render import replace_whole  # noqa: E402
 from analysis.stats import AGGREGATES, curve_grid  # noqa: E402
 from analysis.tables import TASK_TEAM, ablation_rows, learning_rows, primary_metric, task_team_label  # noqa: E402
 
@@ -227,8 +228,7 @@ def save(fig: plt.Figure, directory: Path, stem: str, formats: Sequence[str] = (
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
-        path = directory / f"{stem}.{fmt}"
-        fig.savefig(path, dpi=130, bbox_inches="tight")
-        paths.append(path)
+        paths.append(replace_whole(directory / f"{stem}.{fmt}",
+                                   lambda tmp: fig.savefig(tmp, format=fmt, dpi=130, bbox_inches="tight")))
     plt.close(fig)
     return paths

@@ -18,13 +18,15 @@ One row per (run, team, metric, step). Columns:
     value       float
     + every config entry flattened to dotted names (`learner.m`, `env.n_agents`, `teams.prey`, ...)
 
-Broken run directories (config.json or metrics.json missing or truncated, run.json unreadable) are
-skipped and listed in ``frame.attrs["skipped"]`` as (location, reason) pairs, never raised.
+Whatever cannot be read is skipped and listed in ``frame.attrs["skipped"]`` as (location, reason)
+pairs, never raised: a run file missing, empty, truncated, binary, not UTF-8, unreadable or a symlink
+loop; a directory that cannot be listed; a run with no metrics; on request, a run still RUNNING.
 A resumed run is several Sacred runs with one run_key: by default only the latest COMPLETED one is
 kept (its metrics repeat the history), else the latest one; ``latest_only=False`` keeps them all.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -32,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -79,25 +81,70 @@ class LoadReport:
 
 # ----------------------------------------------------------------------------- file storage
 
-def find_run_dirs(root: Path) -> Iterator[Path]:
-    """Directories under ``root`` (recursively) holding any of Sacred's run files."""
-    for dirpath, dirnames, filenames in os.walk(root):
+def find_run_dirs(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
+    """Directories under ``root`` (recursively) holding any of Sacred's run files.
+
+    Directory symlinks are followed (runs linked in from a scratch disk count), each real directory once:
+    a link back into its own ancestors (a loop) or to a directory already searched is not entered. What
+    cannot be searched (a symlink loop, a directory that cannot be listed) goes to ``skipped`` as
+    (path, reason), so a report says what it did not read.
+    """
+    found: list[Path] = []
+    seen: dict[str, str] = {}  # real path -> the path it was first searched as
+
+    def cannot_list(exc: OSError) -> None:
+        skipped.append((str(exc.filename), f"cannot list this directory ({exc.strerror})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=cannot_list, followlinks=True):
+        seen.setdefault(os.path.realpath(dirpath), dirpath)
         if any(name in filenames for name in RUN_FILES):
             dirnames.clear()  # a run directory holds no further runs
-            yield Path(dirpath)
+            found.append(Path(dirpath))
             continue
-        dirnames[:] = sorted(d for d in dirnames if d not in NOT_RUN_DIRS and not d.startswith("."))
+        keep = []
+        for name in sorted(d for d in dirnames if d not in NOT_RUN_DIRS and not d.startswith(".")):
+            path = os.path.join(dirpath, name)
+            real = os.path.realpath(path)
+            if real in seen:
+                back = os.path.commonpath([real, os.path.realpath(dirpath)]) == real
+                skipped.append((path, f"a symlink loop (leads back to {seen[real]})" if back
+                                else f"the same directory as {seen[real]}, searched there"))
+            else:
+                seen[real] = path
+                keep.append(name)
+        dirnames[:] = keep
+        for name in filenames:  # os.walk files an endless link (a -> b -> a) among the files
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path) and _loops(path):
+                skipped.append((path, "a symlink loop (it never reaches a file)"))
+    return found
+
+
+def _loops(path: str) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def _read_json(path: Path) -> Any:
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise _Broken(f"{path.name} is missing") from None
+        raise _Missing(f"{path.name} is missing") from None
     except OSError as exc:
-        raise _Broken(f"{path.name} is unreadable ({exc.strerror})") from None
-    if not text.strip():
+        reason = "a symlink loop" if exc.errno == errno.ELOOP else exc.strerror
+        raise _Broken(f"{path.name} is unreadable ({reason})") from None
+    if not data.strip():
         raise _Broken(f"{path.name} is empty")
+    nul = data.find(b"\0")
+    if nul >= 0:  # JSON text never holds a NUL byte: a binary file, or the zeros a crash can leave
+        raise _Broken(f"{path.name} is binary, not JSON (a NUL byte at offset {nul})")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Broken(f"{path.name} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -110,25 +157,30 @@ class _Broken(Exception):
     """Why a run cannot be read (a one-line reason)."""
 
 
+class _Missing(_Broken):
+    """A run file that does not exist (the caller may add what the run's status says)."""
+
+
 def read_file_run(run_dir: Path, root: Path) -> RawRun:
     rel = run_dir.relative_to(root).as_posix() if run_dir != root else run_dir.name
     run = _read_json(run_dir / "run.json")
     config = _read_json(run_dir / "config.json")
     if not isinstance(run, dict) or not isinstance(config, dict):
         raise _Broken("run.json or config.json does not hold a JSON object")
-    if not (run_dir / "metrics.json").exists():
-        status = run.get("status", "?")
-        raise _Broken(f"metrics.json is missing (status {status})")
-    metrics = _read_json(run_dir / "metrics.json")
+    status = run.get("status", "?")
+    try:
+        metrics = _read_json(run_dir / "metrics.json")
+    except _Missing:
+        raise _Broken(f"metrics.json is missing (status {status})") from None
     if not isinstance(metrics, dict):
         raise _Broken("metrics.json does not hold a JSON object")
     if not metrics:
-        raise _Broken(f"no metrics logged (status {run.get('status', '?')})")
+        raise _Broken(f"no metrics logged (status {status})")
     try:
-        info = json.loads((run_dir / "info.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        info = _read_json(run_dir / "info.json")
+    except _Broken:
         info = {}  # info.json is optional (Sacred writes it only when info is non-empty)
-    info = {**(run.get("info") or {}), **(info if isinstance(info, dict) else {})}
+    info = {**(run["info"] if isinstance(run.get("info"), dict) else {}), **(info if isinstance(info, dict) else {})}
     return RawRun(run_id=f"file:{rel}", source="file", sacred_id=run_dir.name, config=config, run=run,
                   info=info, metrics=metrics, location=str(run_dir))
 
@@ -140,7 +192,7 @@ def read_file_runs(root: str | os.PathLike, progress: bool = False) -> LoadRepor
     if not root.is_dir():
         raise ConfigError(f"{str(root)!r} is not a directory of runs")
     report = LoadReport()
-    dirs = list(find_run_dirs(root))
+    dirs = find_run_dirs(root, report.skipped)
     for run_dir in _progress(dirs, progress, f"reading runs under {root}"):
         try:
             report.runs.append(read_file_run(run_dir, root))
@@ -254,13 +306,45 @@ def run_fields(raw: RawRun) -> dict[str, Any]:
 
 
 def _timestamp(value: Any) -> pd.Timestamp:
+    """A naive UTC time (Sacred writes naive UTC times; an aware one is converted)."""
     try:
         ts = pd.Timestamp(value)
     except (TypeError, ValueError):
         return pd.NaT
     if ts is pd.NaT:
         return ts
-    return ts.tz_localize(None) if ts.tzinfo else ts
+    return ts.tz_convert(None) if ts.tzinfo else ts
+
+
+def run_time(raw: RawRun) -> dict[str, Any]:
+    """When a Sacred run started and last showed life: its stop time, else (still RUNNING, or killed
+    before it could write one) its last heartbeat."""
+    start = _timestamp(raw.run.get("start_time"))
+    end = _timestamp(raw.run.get("stop_time"))
+    if end is pd.NaT:
+        end = _timestamp(raw.run.get("heartbeat"))
+    seconds = (end - start).total_seconds() if start is not pd.NaT and end is not pd.NaT else math.nan
+    threads = raw.config.get("torch_threads")
+    return {"run_id": raw.run_id, "status": str(raw.run.get("status") or "UNKNOWN"), "start": start, "end": end,
+            "seconds": seconds, "threads": threads if isinstance(threads, int) and threads > 0 else 1}
+
+
+def _still_running(raw: RawRun) -> str:
+    steps = [s[-1] for m in raw.metrics.values() if isinstance(m, Mapping)
+             for s in [m.get("steps")] if isinstance(s, list) and s]
+    beat = run_time(raw)["end"]
+    age = (pd.Timestamp.now(tz="UTC").tz_convert(None) - beat).total_seconds() if beat is not pd.NaT else math.nan
+    reached = f"t_env {max(_as_floats(steps)):.0f}, " if steps else ""
+    return f"still RUNNING ({reached}last heartbeat {duration_text(age)} ago): its numbers are not final yet"
+
+
+def duration_text(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "unknown"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def latest_runs(fields: list[dict]) -> list[int]:
@@ -298,10 +382,16 @@ def _as_floats(values: list) -> np.ndarray:
     return out
 
 
-def to_frame(report: LoadReport, latest_only: bool = True) -> pd.DataFrame:
-    """Tidy frame (see the module docstring) of the runs in ``report``."""
+def to_frame(report: LoadReport, latest_only: bool = True, skip_running: bool = False) -> pd.DataFrame:
+    """Tidy frame (see the module docstring) of the runs in ``report``; with ``skip_running``, runs still
+    RUNNING go to ``attrs["skipped"]`` instead (their last evaluation is not their final one)."""
     fields = [run_fields(raw) for raw in report.runs]
     keep = latest_runs(fields) if latest_only else list(range(len(fields)))
+    skipped = list(report.skipped)
+    if skip_running:
+        running = {i for i in keep if fields[i]["status"] == "RUNNING"}
+        skipped += [(report.runs[i].location, _still_running(report.runs[i])) for i in sorted(running)]
+        keep = [i for i in keep if i not in running]
     kept = [fields[i] for i in keep]
     # One entry per metric series; rows are built by repeating these, not one Python step per row.
     s_run, s_team, s_algo, s_metric, s_len, steps, values = [], [], [], [], [], [], []
@@ -349,7 +439,10 @@ def to_frame(report: LoadReport, latest_only: bool = True) -> pd.DataFrame:
     for col in config.columns:
         if col not in frame.columns and col not in ("algo", "seed"):
             frame[col] = config[col].astype("category").take(idx).reset_index(drop=True)
-    frame.attrs["skipped"] = list(report.skipped)
+    frame.attrs["skipped"] = skipped
+    # Every Sacred run read, attempts of resumed runs and RUNNING ones included: what the runs cost.
+    frame.attrs["run_times"] = [{**run_time(raw), "run_key": f["run_key"], "preset": f["preset"]}
+                                for raw, f in zip(report.runs, fields)]
     return frame
 
 
@@ -367,12 +460,14 @@ def _team_algo(f: dict, team: str) -> str:
 # ----------------------------------------------------------------------------- entry point
 
 def load_runs(source: str | os.PathLike | None = "results", latest_only: bool = True, progress: bool = False,
-              db_name: str | None = None, client=None) -> pd.DataFrame:
+              db_name: str | None = None, client=None, skip_running: bool = False) -> pd.DataFrame:
     """Load every run under a directory (recursively) or from a MongoDB URL into one tidy frame.
 
     ``source`` is a directory of Sacred FileStorageObserver runs, or ``mongodb://host:port/db``
-    (``client`` may be given instead, e.g. a mongomock client in tests). Unreadable runs are listed in
-    ``frame.attrs["skipped"]``; ``frame.attrs["load_seconds"]`` says how long loading took.
+    (``client`` may be given instead, e.g. a mongomock client in tests). Unreadable runs (and, with
+    ``skip_running``, runs still RUNNING) are listed in ``frame.attrs["skipped"]`` as (location, reason);
+    ``frame.attrs["run_times"]`` holds every Sacred run's start, end, duration and torch threads;
+    ``frame.attrs["load_seconds"]`` says how long loading took.
     """
     started = time.monotonic()
     text = str(source) if source is not None else ""
@@ -383,7 +478,7 @@ def load_runs(source: str | os.PathLike | None = "results", latest_only: bool = 
         report = read_mongo_runs(db, progress=progress, label=label)
     else:
         report = read_file_runs(text, progress=progress)
-    frame = to_frame(report, latest_only=latest_only)
+    frame = to_frame(report, latest_only=latest_only, skip_running=skip_running)
     frame.attrs["load_seconds"] = round(time.monotonic() - started, 2)
     return frame
 

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
 DASH = "—"
+
+
+def replace_whole(path: Path, write: Callable[[Path], None]) -> Path:
+    """``write`` a temporary file beside ``path``, then rename it over ``path``: an interrupted report
+    leaves the previous file whole, never half of a new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return replace_whole(path, lambda tmp: tmp.write_text(text))
 
 
 def cell_text(value) -> str:
@@ -130,10 +148,8 @@ class Document:
 
     def write(self, directory: Path, stem: str = "index") -> list[Path]:
         directory.mkdir(parents=True, exist_ok=True)
-        md, page = directory / f"{stem}.md", directory / f"{stem}.html"
-        md.write_text(self.to_markdown())
-        page.write_text(self.to_html())
-        return [md, page]
+        return [write_text(directory / f"{stem}.md", self.to_markdown()),
+                write_text(directory / f"{stem}.html", self.to_html())]
 
 
 def _inline(text: str) -> str:

@@ -15,7 +15,7 @@ from envs.config import ConfigError
 from analysis import tables
 from analysis.loaders import runs_table
 from analysis.paper import WIN_RATE, Paper
-from analysis.render import Document, latex_table, markdown_table
+from analysis.render import Document, latex_table, markdown_table, replace_whole, write_text
 from analysis.stats import aggregate_table, final_values, performance_profiles, score_matrices, summarize
 
 
@@ -44,9 +44,10 @@ SELECTORS: dict[str, tuple[str, Callable[[pd.DataFrame], pd.Series]]] = {
     "ablation_clip": ("ASAE runs, by learner.clip: Fig 11", lambda f: f["team_algo"] == "asae"),
 }
 # The sweep presets' names (experiments/presets/*.toml) and other spellings of the experiments above.
-ALIASES = {"table1": "smac", "appendix": "smac", "smax": "smac", "sc2": "smac", "mpe_spread": "spread",
-           "simple_spread": "spread", "predator_prey": "predator", "predator-prey": "predator", "tag": "predator",
-           "ablation-m": "ablation_m", "ablation-clip": "ablation_clip"}
+ALIASES = {"table1": "smac", "repro_table1": "smac", "appendix": "smac", "smax": "smac", "sc2": "smac",
+           "mpe_spread": "spread", "simple_spread": "spread", "repro_spread": "spread", "predator_prey": "predator",
+           "predator-prey": "predator", "tag": "predator", "ablation-m": "ablation_m", "repro_ablation_m": "ablation_m",
+           "ablation-clip": "ablation_clip", "repro_ablation_clip": "ablation_clip"}
 ABLATION_OF = {"ablation_m": "m", "ablation_clip": "clip"}
 
 
@@ -55,17 +56,19 @@ def preset_name(preset: str | None) -> str | None:
 
 
 def select_preset(frame: pd.DataFrame, preset: str | None) -> pd.DataFrame:
-    """Runs of a preset: those tagged with it (config `preset` or `tags`), plus untagged runs whose
-    config matches the preset's experiment (SELECTORS). Directory names play no part."""
+    """Runs of a preset: those tagged with it or with a preset of the same experiment (config `preset` or
+    `tags`: a `table1` sweep's runs are SMAC runs), plus untagged runs whose config matches the preset's
+    experiment (SELECTORS). Directory names play no part."""
     if not preset:
         return frame
     runs = runs_table(frame)
+    name = preset_name(preset)
     tags = runs["tags"].astype(object) if "tags" in runs else pd.Series([None] * len(runs))
     tag_sets = [set(json.loads(t)) if isinstance(t, str) and t.startswith("[") else set() for t in tags]
     tagged = {rid for rid, p, ts in zip(runs["run_id"], runs["preset"], tag_sets)
-              if p == preset or preset in ts or f"preset:{preset}" in ts}
+              if p == preset or preset in ts or f"preset:{preset}" in ts
+              or (name in SELECTORS and isinstance(p, str) and preset_name(p) == name)}
     untagged = {rid for rid, p in zip(runs["run_id"], runs["preset"]) if not isinstance(p, str)}
-    name = preset_name(preset)
     ids = set(tagged)
     if name in SELECTORS:
         matched = frame[SELECTORS[name][1](frame)]["run_id"].unique()
@@ -83,7 +86,7 @@ def select_preset(frame: pd.DataFrame, preset: str | None) -> pd.DataFrame:
 def require_runs(frame: pd.DataFrame, where: str) -> None:
     if frame.empty:
         skipped = frame.attrs.get("skipped") or []
-        extra = f" ({len(skipped)} unreadable run director{'y' if len(skipped) == 1 else 'ies'} skipped)" if skipped else ""
+        extra = f" ({len(skipped)} skipped, listed above)" if skipped else ""
         raise ConfigError(f"no runs found in {where}{extra}; train some with `asae train` or pass --runs DIR")
 
 
@@ -98,11 +101,9 @@ def write_table(df: pd.DataFrame, directory: Path, stem: str, caption: str = "",
                 cells: pd.DataFrame | None = None) -> list[Path]:
     """`stem`.md (people), .tex (papers), .csv (the numbers: ``cells`` when given)."""
     directory.mkdir(parents=True, exist_ok=True)
-    paths = [directory / f"{stem}.md", directory / f"{stem}.tex", directory / f"{stem}.csv"]
-    paths[0].write_text((f"*{caption}*\n\n" if caption else "") + markdown_table(df) + "\n")
-    paths[1].write_text(latex_table(df, caption=caption, label=f"tab:{stem}") + "\n")
-    (cells if cells is not None else df).to_csv(paths[2], index=False)
-    return paths
+    return [write_text(directory / f"{stem}.md", (f"*{caption}*\n\n" if caption else "") + markdown_table(df) + "\n"),
+            write_text(directory / f"{stem}.tex", latex_table(df, caption=caption, label=f"tab:{stem}") + "\n"),
+            replace_whole(directory / f"{stem}.csv", lambda tmp: (df if cells is None else cells).to_csv(tmp, index=False))]
 
 
 def aggregate_outputs(frame: pd.DataFrame, metric: str = WIN_RATE, last: int = 1):
@@ -140,6 +141,37 @@ def runs_overview(frame: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["env", "map", "N", "algo", "seed"], na_position="first").reset_index(drop=True)
 
 
+NO_PRESET = "(no preset tag)"
+COST_NOTE = ("How long the runs took, per sweep preset (the `preset:NAME` tag `asae sweep` gives its runs; "
+             "other runs are \"" + NO_PRESET + "\"), from every Sacred run read, attempts of resumed runs and "
+             "runs still RUNNING included. A run's duration is its run.json `stop_time` minus `start_time`, or its "
+             "last `heartbeat` minus `start_time` when it is still running or was killed before it could stop. "
+             "*Run time* is the sum of the durations; *CPU hours* the sum of duration x `torch_threads` (the cores "
+             "each run was given; threads JAX starts for SMAX are not counted); *wall time* runs from the first "
+             "start to the last end, so it counts parallel runs once and includes any pause between sessions.")
+
+
+def cost_by_preset(run_times: Sequence[dict]) -> pd.DataFrame:
+    """Per preset (and in total): runs, Sacred runs (attempts), those still running, wall time, run time
+    and CPU hours, from loaders.run_time records (``frame.attrs["run_times"]``)."""
+    from analysis.loaders import duration_text
+
+    times = pd.DataFrame(list(run_times), columns=["run_key", "preset", "status", "start", "end", "seconds", "threads"])
+    times["preset"] = times["preset"].map(lambda p: p if isinstance(p, str) and p else NO_PRESET)
+
+    def row(name: str, group: pd.DataFrame) -> dict:
+        wall = (group["end"].max() - group["start"].min()).total_seconds() if group["seconds"].notna().any() else np.nan
+        return {"preset": name, "runs": group["run_key"].nunique(), "Sacred runs": len(group),
+                "still running": int((group["status"] == "RUNNING").sum()), "wall time": duration_text(wall),
+                "run time": duration_text(group["seconds"].sum()),
+                "CPU hours": f"{(group['seconds'] * group['threads']).sum() / 3600:.2f}"}
+
+    rows = [row(name, group) for name, group in times.groupby("preset", sort=True)]
+    if len(rows) > 1:
+        rows.append(row("all", times))
+    return pd.DataFrame(rows)
+
+
 def fmt_summary(df: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
     """A summarize() frame for people: key columns, "mean [CI] n", steps reached."""
     out = df[list(key)].copy()
@@ -166,7 +198,7 @@ def build_report(frame: pd.DataFrame, paper: Paper, out: Path, source: str, form
     everything, frame = frame, (frame if any_settings else paper.paper_settings(frame))
     variants = n_runs - frame["run_id"].nunique()
     doc.text(f"Generated {dt.datetime.now().isoformat(timespec='seconds')} from `{source}`: {n_runs} run(s)"
-             + (f", {len(skipped)} unreadable run(s) skipped (listed at the end)" if skipped else "")
+             + (f", {len(skipped)} skipped (unreadable or still running; listed at the end)" if skipped else "")
              + ". Paper: Wan et al., *Multi-agent Policy Optimization with Approximatively Synchronous Advantage "
                "Estimation* (arXiv 2012.03488). Each number is the mean over seeds of every run's last test "
                "evaluation, with a 95% Student-t interval and the number of seeds (n)."
@@ -254,8 +286,13 @@ def build_report(frame: pd.DataFrame, paper: Paper, out: Path, source: str, form
 
     doc.heading("Runs")
     doc.table(runs_overview(everything))
+    doc.heading("What the runs took", 3)
+    doc.text(COST_NOTE)
+    cost = cost_by_preset(frame.attrs.get("run_times") or [])
+    write_table(cost, tabdir, "cost", "What the runs took")
+    doc.table(cost)
     if skipped:
-        doc.heading("Unreadable runs (skipped)", 3)
+        doc.heading("Skipped (unreadable or still running)", 3)
         doc.table(pd.DataFrame(skipped, columns=["run", "reason"]))
     return doc.write(out)
 

@@ -5,6 +5,7 @@ A preset file (experiments/presets/NAME.toml, or the user's own) has these keys,
     description = "one line: which table or figure of the paper"
     named_configs = ["smac_paper"]     # Sacred named configs of every run
     seeds = 5                          # default number of seeds (0 .. seeds-1); `--seeds` overrides
+    results = "results/reproduction"   # default results root of `asae sweep` (`--results` overrides)
     [params]                           # preset parameters: `--set NAME=VALUE`; used as "${NAME}" below
     map = "3s5z"
     [config]                           # config updates shared by every run
@@ -12,13 +13,14 @@ A preset file (experiments/presets/NAME.toml, or the user's own) has these keys,
     [grid]                             # cross product; keys are config keys ("learner.m" nests)
     "learner.m" = [1, 2, 5, 10, 20]
     [[runs]]                           # explicit variants (each crossed with the grid); a run may add
-    algo = "asae"                      #   its own `named_configs`
-    teams = { predator = "asae", prey = "coma" }
+    algo = "asae"                      #   its own `named_configs` and its own `grid` (crossed with
+    teams = { predator = "asae", prey = "coma" }   # the preset's, for this variant only)
 
 A run's config = config <- runs[i] <- grid point <- `--config KEY=VALUE` overrides <- seed (dicts merge
 key by key, other values replace). A string that is exactly "${NAME}" takes the parameter's value
 with its type (a list-valued parameter can be a whole grid axis); inside a longer string it is
-substituted as text. Every mistake is a ConfigError naming the file and the key.
+substituted as text. Every mistake is a ConfigError naming the file and the key. Every run is tagged
+`preset:NAME` (config `tags`, which is not part of its run_key), so reports know which sweep ran it.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from envs.config import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
-TOP_LEVEL_KEYS = ("description", "named_configs", "seeds", "params", "config", "grid", "runs")
+TOP_LEVEL_KEYS = ("description", "named_configs", "seeds", "results", "params", "config", "grid", "runs")
 PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -45,6 +47,7 @@ class Preset:
     description: str = ""
     named_configs: tuple[str, ...] = ()
     seeds: int = 1
+    results: str | None = None  # default results root of its sweeps
     params: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     grid: dict[str, Any] = field(default_factory=dict)
@@ -190,10 +193,14 @@ def load_preset(path: str | Path) -> Preset:
     for i, run in enumerate(runs):
         _expect(run, dict, where(f"runs[{i}]"), "a table of config updates")
         _expect(run.get("named_configs", []), list, where(f"runs[{i}].named_configs"), "a list of named config names")
+        _expect(run.get("grid", {}), dict, where(f"runs[{i}].grid"), "a table of KEY = [values]")
+    results = data.get("results")
+    if results is not None and (not isinstance(results, str) or not results.strip()):
+        raise ConfigError(f"{where('results')} = {results!r} must be a directory (a non-empty string)")
     preset = Preset(
         name=path.stem, path=path,
         description=_expect(data.get("description", ""), str, where("description"), "a string"),
-        named_configs=tuple(named), seeds=seeds,
+        named_configs=tuple(named), seeds=seeds, results=results,
         params=_expect(data.get("params", {}), dict, where("params"), "a table"),
         config=_expect(data.get("config", {}), dict, where("config"), "a table of config updates"),
         grid=_expect(data.get("grid", {}), dict, where("grid"), "a table of KEY = [values]"),
@@ -218,7 +225,8 @@ def check_algos(preset: Preset) -> None:
                 raise ConfigError(f"{preset.path}: {key}: unknown algo {v!r}; valid algos are: {', '.join(choices)}")
 
     tables = [("config", preset.config), ("grid", preset.grid)]
-    tables += [(f"runs[{i}]", run) for i, run in enumerate(preset.runs)]
+    for i, run in enumerate(preset.runs):
+        tables += [(f"runs[{i}]", {k: v for k, v in run.items() if k != "grid"}), (f"runs[{i}].grid", run.get("grid", {}))]
     for name, table in tables:
         for key, value in flatten(table).items():
             if key == "algo":
@@ -264,28 +272,38 @@ def expand(preset: Preset, seeds: Sequence[int] | None = None, params: Mapping[s
     where = lambda key: f"{preset.path}: {key}"  # noqa: E731
     base = _substitute(preset.config, values, where("config"))
     variants = [_substitute(run, values, where(f"runs[{i}]")) for i, run in enumerate(preset.runs)] or [{}]
-    axes = {}
-    for key, axis in preset.grid.items():
-        axis = _substitute(axis, values, where(f"grid.{key}"))
-        if not isinstance(axis, list) or not axis:
-            raise ConfigError(f"{where(f'grid.{key}')} = {axis!r} must be a non-empty list of values")
-        axes[key] = axis
+    axes = _axes(preset.grid, values, where("grid"))
     overrides = dict(overrides)
     if "seed" in overrides:
         raise ConfigError("--config seed=...: choose seeds with --seeds")
     seeds = list(range(preset.seeds)) if seeds is None else list(seeds)
+    tag = f"preset:{preset.name}"
     specs = []
-    for variant in variants:
+    for i, variant in enumerate(variants):
         variant = dict(variant)
         named = preset.named_configs + tuple(variant.pop("named_configs", ()))
-        for point in itertools.product(*axes.values()):
+        own = _axes(variant.pop("grid", {}), values, where(f"runs[{i}].grid"))
+        grid = {**axes, **own}
+        for point in itertools.product(*grid.values()):
             config = merge(base, variant)
-            for key, value in zip(axes, point):
+            for key, value in zip(grid, point):
                 set_path(config, key, value)
             config = merge(config, overrides)
+            tags = list(config.get("tags") or [])
+            config["tags"] = tags if tag in tags else [*tags, tag]
             for seed in seeds:
                 specs.append(RunSpec({**config, "seed": seed}, tuple(dict.fromkeys(named))))
     return specs
+
+
+def _axes(grid: Mapping[str, Any], values: Mapping[str, Any], where: str) -> dict[str, list]:
+    axes = {}
+    for key, axis in grid.items():
+        axis = _substitute(axis, values, f"{where}.{key}")
+        if not isinstance(axis, list) or not axis:
+            raise ConfigError(f"{where}.{key} = {axis!r} must be a non-empty list of values")
+        axes[key] = axis
+    return axes
 
 
 def varying_keys(specs: Sequence[RunSpec]) -> list[str]:

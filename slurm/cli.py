@@ -21,6 +21,7 @@ from envs.config import ConfigError
 from experiments import sweeps
 from slurm import executors
 from slurm.executors import ExecutorOptions
+from slurm.gitcommit import check_committable, commit_runs
 from slurm.jobs import RunJob
 from slurm.state import STATUSES, RunStatus, SweepState, run_statuses
 
@@ -43,9 +44,9 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a config update for every run (e.g. --config t_max=50000 --config device=cuda); "
                         "it changes the runs' identity")
-    p.add_argument("--results", default=DEFAULT_RESULTS, metavar="DIR",
+    p.add_argument("--results", metavar="DIR",
                    help="results root: runs go to DIR/runs, the sweep's logs and state to DIR/sweeps/PRESET "
-                        f"(default: {DEFAULT_RESULTS})")
+                        f"(default: the preset's `results`, else {DEFAULT_RESULTS})")
     p.add_argument("--preset-file", action="append", default=[], metavar="FILE", help="your own preset file; repeatable")
     p.add_argument("--preset-dir", action="append", default=[], metavar="DIR", help="a folder of preset files; repeatable")
 
@@ -103,7 +104,7 @@ class Sweep:
             unique.setdefault(config["run_key"], (spec, config))
         self.runs = unique
         self.columns = sweeps.varying_keys([spec for spec, _ in unique.values()])
-        root = Path(args.results).resolve()
+        root = Path(args.results or self.preset.results or DEFAULT_RESULTS).resolve()
         self.results_dir = root / "runs"
         self.folder = root / "sweeps" / self.preset.name
         self.state = SweepState(self.folder)
@@ -111,9 +112,11 @@ class Sweep:
     def statuses(self) -> list[RunStatus]:
         return run_statuses(list(self.runs), self.results_dir, self.state)
 
-    def job(self, run_key: str, threads: int | None) -> RunJob:
+    def job(self, run_key: str, threads: int | None, commit: bool = False) -> RunJob:
         spec, _ = self.runs[run_key]
-        return RunJob(spec.config_updates, spec.named_configs, str(self.results_dir), run_key, threads)
+        label = " ".join(f"{k}={v}" for k, v in sweeps.describe(spec, self.columns).items())
+        message = f"results: {self.preset.name} run {run_key} completed ({label})" if commit else None
+        return RunJob(spec.config_updates, spec.named_configs, str(self.results_dir), run_key, threads, message)
 
     def table(self, statuses: Sequence[RunStatus], extra: dict[str, list[str]] | None = None) -> str:
         headers = ["run_key", *self.columns, "status", "t_env", "job", "job_state", "run_dir"]
@@ -167,6 +170,10 @@ def sweep_parser() -> argparse.ArgumentParser:
     _add_executor(p)
     p.add_argument("--dry-run", action="store_true", help="print the runs and the sbatch settings; submit nothing")
     p.add_argument("--wait", action="store_true", help="slurm: wait until the submitted runs end, with progress")
+    p.add_argument("--commit", action="store_true", help="commit each run's config.json, run.json and metrics.json "
+                   "to git when it completes (and, first, completed runs not committed yet), so the same command "
+                   "on a fresh clone skips them; the runs must be in a git work tree that lets them in "
+                   "(results/reproduction/, the repro_* presets' default)")
     return p
 
 
@@ -197,9 +204,11 @@ def sweep_main(argv: Sequence[str]) -> int:
     job_name = f"asae-{Path(args.preset).stem}"
     if options.executor == "slurm":
         executors.check_slurm_parameters(options, job_name)
-        if not args.dry_run:
-            executors.require_sbatch()
-    sweep = Sweep(args)
+    sweep = Sweep(args)  # a mistake in what to run is named before what the machine lacks to run it
+    if options.executor == "slurm" and not args.dry_run:
+        executors.require_sbatch()
+    if args.commit:
+        check_committable(sweep.results_dir)
     statuses = sweep.statuses()
     todo = [st for st in statuses if st.status != "completed" and not st.active]
     n_done = sum(st.status == "completed" for st in statuses)
@@ -221,10 +230,15 @@ def sweep_main(argv: Sequence[str]) -> int:
                   f"at a time, time limit {options.time} min")
         print("dry run: nothing submitted")
         return 0
+    if args.commit:
+        done = [st.run_dir for st in statuses if st.status == "completed"]
+        committed = commit_runs(done, f"results: completed runs of {sweep.preset.name} not committed yet")
+        if committed:
+            print(committed)
     if not todo:
         print("nothing to submit")
         return 0
-    jobs = {st.run_key: sweep.job(st.run_key, options.cpus_per_task) for st in todo}
+    jobs = {st.run_key: sweep.job(st.run_key, options.cpus_per_task, args.commit) for st in todo}
     record = lambda ids: sweep.state.record(options.executor, ids)  # noqa: E731
     if options.executor == "slurm":
         ids = executors.submit_slurm(jobs, options, sweep.folder / "logs", job_name)
@@ -233,7 +247,7 @@ def sweep_main(argv: Sequence[str]) -> int:
         what = f"job array {first.split('_')[0]} ({len(ids)} tasks, at most {min(options.parallel, len(ids))} at once)" \
             if "_" in first else f"job {first}"
         print(f"submitted {len(ids)} run(s) as SLURM {what}")
-        status_cmd = "asae status " + " ".join(shlex.quote(a) for a in argv if a not in ("--wait", "--dry-run"))
+        status_cmd = "asae status " + " ".join(shlex.quote(a) for a in argv if a not in ("--wait", "--dry-run", "--commit"))
         if args.wait:
             return wait_slurm(sweep, list(ids))
         print(f"follow with: {status_cmd}")
@@ -276,8 +290,8 @@ def status_main(argv: Sequence[str]) -> int:
                                                 "executor options are accepted and ignored)")
     _add_selection(p)
     _add_executor(p)
-    p.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--wait", action="store_true", help=argparse.SUPPRESS)
+    for flag in ("--dry-run", "--wait", "--commit"):
+        p.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(list(argv))
     sweep = Sweep(args)
     statuses = sweep.statuses()

@@ -31,12 +31,13 @@ def latest_checkpoint(records) -> Path | None:
 
 class RunJob(submitit.helpers.Checkpointable):
     def __init__(self, config_updates: dict[str, Any], named_configs: tuple[str, ...], results_dir: str,
-                 run_key: str, threads: int | None = None):
+                 run_key: str, threads: int | None = None, commit_message: str | None = None):
         self.config_updates = config_updates
         self.named_configs = tuple(named_configs)
         self.results_dir = str(results_dir)
         self.run_key = run_key
         self.threads = threads
+        self.commit_message = commit_message  # commit the run's result files to git when it completes
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
 
@@ -91,6 +92,12 @@ class RunJob(submitit.helpers.Checkpointable):
         result = outcome["result"]
         if result.status != "COMPLETED":
             raise RuntimeError(f"run {run_key} ended {result.status} in {result.run_dir}")
+        if self.commit_message is not None:
+            from slurm.gitcommit import commit_runs
+
+            committed = commit_runs([result.run_dir], self.commit_message)
+            if committed:
+                print(f"[asae] {committed}", flush=True)
         return {"run_key": run_key, "status": result.status, "run_dir": str(result.run_dir), "ran": True}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:

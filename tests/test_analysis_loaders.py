@@ -4,6 +4,7 @@ mongomock's in-memory one; the documents are the ones Sacred's observers write).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -220,3 +221,73 @@ def test_info_json_run_key_is_used_when_config_has_none(tmp_path, ex):
     run_dir = Path(r.observers[0].dir)
     (run_dir / "info.json").write_text(json.dumps({"run_key": "from-info"}))
     assert list(runs_table(load_runs(tmp_path))["run_key"]) == ["from-info"]
+
+
+def test_files_no_run_can_be_read_from_are_skipped_with_one_reason_each(tmp_path, ex):
+    root = tmp_path / "results"
+    obs = file_observer(root / "runs")
+    good = {"test_battle_won_mean": curve(1.0)}
+    dirs = [Path(run(ex, [obs], run_key=f"r{i}", metrics=good).observers[0].dir) for i in range(7)]
+    (dirs[1] / "run.json").write_bytes(b"\x00\xff\xfe")
+    (dirs[2] / "metrics.json").write_bytes('{"return_mean": "caf\xe9"}'.encode("latin-1"))
+    (dirs[3] / "config.json").write_text("")
+    (dirs[4] / "metrics.json").write_text("{}")
+    (dirs[5] / "metrics.json").unlink()
+    (dirs[5] / "metrics.json").symlink_to("metrics.json")
+    (dirs[6] / "info.json").write_bytes(b"\x00\xff")  # optional: the run loads without it
+    (root / "runs" / "loop").symlink_to("..")
+    (root / "a").symlink_to("b")
+    (root / "b").symlink_to("a")
+    # Runs linked in from elsewhere are read, once however many links lead to them.
+    run(ex, [file_observer(tmp_path / "scratch")], run_key="linked", metrics=good)
+    (root / "again").symlink_to(tmp_path / "scratch")
+    (root / "linked").symlink_to(tmp_path / "scratch")
+    frame = load_runs(root)
+    assert sorted(frame.attrs["skipped"]) == sorted([
+        (str(dirs[1]), "run.json is binary, not JSON (a NUL byte at offset 0)"),
+        (str(dirs[2]), "metrics.json is not UTF-8 text (byte 0xe9 at offset 20)"),
+        (str(dirs[3]), "config.json is empty"),
+        (str(dirs[4]), "no metrics logged (status COMPLETED)"),
+        (str(dirs[5]), "metrics.json is unreadable (a symlink loop)"),
+        (str(root / "runs" / "loop"), f"a symlink loop (leads back to {root})"),
+        (str(root / "a"), "a symlink loop (it never reaches a file)"),
+        (str(root / "b"), "a symlink loop (it never reaches a file)"),
+        (str(root / "linked"), f"the same directory as {root / 'again'}, searched there"),
+    ])
+    assert set(runs_table(frame)["run_key"]) == {"r0", "r6", "linked"}
+
+
+def test_running_runs_are_skipped_on_request_with_how_far_they_got(tmp_path, ex):
+    snapshot = tmp_path / "snapshot"
+
+    def copy_running(sacred_run):
+        shutil.copytree(sacred_run.observers[0].dir, snapshot / "1")
+
+    run(ex, [file_observer(tmp_path / "runs")], during=copy_running, run_key="live",
+        metrics={"test_battle_won_mean": curve(0.5, steps=3)})
+    assert list(runs_table(load_runs(snapshot))["status"]) == ["RUNNING"]  # kept by default (watching a sweep)
+    frame = load_runs(snapshot, skip_running=True)
+    assert frame.empty
+    [(where, why)] = frame.attrs["skipped"]
+    assert where == str(snapshot / "1")
+    assert re.fullmatch(r"still RUNNING \(t_env 2000, last heartbeat \d+ s ago\): its numbers are not final yet", why)
+
+
+def test_run_times_count_every_attempt_and_running_runs_until_their_heartbeat(tmp_path, ex):
+    obs = file_observer(tmp_path)
+    with pytest.raises(RuntimeError):
+        run(ex, [obs], run_key="r", fail=True, tags=["preset:p"], metrics={"return_mean": curve(1.0)})
+    run(ex, [obs], run_key="r", tags=["preset:p"], torch_threads=2, metrics={"return_mean": curve(1.0)})
+    run(ex, [obs], run_key="s", metrics={"return_mean": curve(1.0)})
+    times = {"1": ("2026-01-01T10:00:00", "2026-01-01T11:00:00", None),  # failed after an hour
+             "2": ("2026-01-01T12:00:00", "2026-01-01T12:30:00", None),  # the resume: 30 min
+             "3": ("2026-01-01T12:00:00", None, "2026-01-01T12:06:00")}  # killed: its last heartbeat
+    for sacred_id, (start, stop, beat) in times.items():
+        path = tmp_path / sacred_id / "run.json"
+        record = json.loads(path.read_text())
+        record.update(start_time=start, stop_time=stop, heartbeat=beat, status="RUNNING" if beat else record["status"])
+        path.write_text(json.dumps(record))
+    by_id = {t["run_id"]: t for t in load_runs(tmp_path).attrs["run_times"]}
+    assert {k: (t["run_key"], t["preset"], t["status"], t["seconds"], t["threads"]) for k, t in by_id.items()} == {
+        "file:1": ("r", "p", "FAILED", 3600.0, 1), "file:2": ("r", "p", "COMPLETED", 1800.0, 2),
+        "file:3": ("s", None, "RUNNING", 360.0, 1)}

@@ -29,6 +29,7 @@ def make_experiment() -> Experiment:
         seed = 0  # noqa: F841
         run_key = ""  # noqa: F841
         n_envs = 4  # noqa: F841
+        torch_threads = 1  # noqa: F841
         tags = []  # noqa: F841
         metrics = {}  # name -> [[step, value], ...]  # noqa: F841
         fail = False  # noqa: F841

@@ -17,6 +17,10 @@ def load(name):
     ("ablation_m", 5, ["learner.m"]),
     ("ablation_clip", 5, ["learner.clip"]),
     ("appendix", 9, ["env.map_name", "algo"]),
+    ("repro_table1", 13, ["env.map_name", "algo"]),
+    ("repro_spread", 4, ["env.n_agents", "algo"]),
+    ("repro_ablation_m", 5, ["learner.m"]),
+    ("repro_ablation_clip", 5, ["learner.clip"]),
 ])
 def test_shipped_presets_expand_to_the_paper_grids(name, configs, varying):
     preset = load(name)
@@ -47,6 +51,51 @@ def test_parameters_substitute_with_their_type_and_lists_become_axes():
     assert sorted({s.config_updates["env"]["map_name"] for s in specs}) == ["3m", "8m"]
     spread = sweeps.expand(load("spread"), seeds=[0], params={"sight_range": 0.5})
     assert {s.config_updates["env"]["sight_range"] for s in spread} == {0.5}
+
+
+def test_reproduction_presets_are_exactly_what_was_run_here():
+    """Issue 15's runs: Table 1 on SMAX at 500k env steps, Fig. 5 at the paper's MPE budget, Figs. 9 and 11
+    on 3m; 3 seeds each, written to results/reproduction, every run tagged with its preset."""
+    table1 = sweeps.expand(load("repro_table1"))
+    pairs = sorted({(s.config_updates["env"]["map_name"], s.config_updates["algo"]) for s in table1})
+    assert pairs == sorted([(m, a) for m in ("3m", "2m_vs_1z", "3s_vs_3z") for a in ("asae", "coma", "qmix")]
+                           + [(m, a) for m in ("8m", "3s5z") for a in ("asae", "coma")])
+    assert len(table1) == 39 and {s.config_updates["seed"] for s in table1} == {0, 1, 2}
+    assert {(s.config_updates["env"]["name"], s.config_updates["t_max"], s.named_configs) for s in table1} == {
+        ("smax", 500_000, ("smac_paper",))}
+    spread = sweeps.expand(load("repro_spread"))
+    assert sorted({(s.config_updates["env"]["n_agents"], s.config_updates["algo"]) for s in spread}) == [
+        (3, "asae"), (3, "coma"), (5, "asae"), (5, "coma")]
+    assert len(spread) == 12 and all(s.named_configs == ("mpe_paper",) for s in spread)
+    for name, key, values in (("repro_ablation_m", "m", [1, 2, 5, 10, 20]),
+                              ("repro_ablation_clip", "clip", [0.05, 0.1, 0.2, 0.3, 0.5])):
+        specs = sweeps.expand(load(name))
+        assert len(specs) == 15 and sorted({s.config_updates["learner"][key] for s in specs}) == values
+        assert {(s.config_updates["env"]["map_name"], s.config_updates["t_max"]) for s in specs} == {("3m", 500_000)}
+    for name in ("repro_table1", "repro_spread", "repro_ablation_m", "repro_ablation_clip"):
+        assert load(name).results == "results/reproduction"
+        assert {tuple(s.config_updates["tags"]) for s in sweeps.expand(load(name))} == {(f"preset:{name}",)}
+
+
+def test_the_reproduction_budget_is_part_of_the_run_keys_and_shared_runs_run_once():
+    def keys(name, **params):
+        preset = load(name)
+        return {c["run_key"]: c for c in sweeps.resolve(preset, sweeps.expand(preset, seeds=[0], params=params))}
+
+    table1, ablation_m, ablation_clip = keys("repro_table1"), keys("repro_ablation_m"), keys("repro_ablation_clip")
+    [shared] = set(table1) & set(ablation_m)  # ASAE on 3m with m = 10 and clip 0.1: one run for three presets
+    assert set(ablation_m) & set(ablation_clip) == {shared}
+    assert (table1[shared]["algo"], table1[shared]["learner"]["m"], table1[shared]["learner"]["clip"]) == ("asae", 10, 0.1)
+    longer = keys("repro_ablation_m", t_max=3_000_000)
+    assert not set(longer) & set(ablation_m) and {c["t_max"] for c in longer.values()} == {3_000_000}
+
+
+def test_a_run_may_bring_its_own_grid(tmp_path):
+    preset = sweeps.load_preset(write(tmp_path, GOOD + '[[runs]]\ngrid = { algo = ["coma", "iql"] }\n'
+                                          '[[runs]]\nalgo = "qmix"\n'))
+    specs = sweeps.expand(preset, seeds=[0])
+    assert [(s.config_updates["algo"], s.config_updates["env"]["n_agents"]) for s in specs] == [
+        ("coma", 2), ("iql", 2), ("coma", 3), ("iql", 3), ("qmix", 2), ("qmix", 3)]
 
 
 def test_competitive_pits_asae_against_coma_both_ways():
@@ -110,6 +159,10 @@ env = { name = "mpe_spread" }
     (GOOD.replace('"mpe_spread"', '"${envname}"'), ["config.env.name", "${envname}"]),
     (GOOD.replace("[config]", "[config\n"), ["not valid TOML"]),
     (GOOD + "[[runs]]\nteams = { predator = 'asea' }\n", ["runs[0].teams.predator", "asea"]),
+    (GOOD + "[[runs]]\ngrid = { algo = ['qmx'] }\n", ["runs[0].grid.algo", "qmx"]),
+    (GOOD + "[[runs]]\ngrid = { algo = 'coma' }\n", ["runs[0].grid.algo", "list"]),
+    (GOOD + "[[runs]]\ngrid = ['coma']\n", ["runs[0].grid", "table"]),
+    ('results = 3\n' + GOOD, ["results", "directory"]),
 ])
 def test_a_typo_in_a_preset_file_is_one_line_naming_file_and_key(tmp_path, text, must_name):
     path = write(tmp_path, text)
