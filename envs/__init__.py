@@ -10,9 +10,14 @@ from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, VecEnv
 from envs.config import ConfigError, build, to_dict
 
 __all__ = [
-    "ENVS", "EnvInfo", "StepResult", "TeamObs", "TeamSpec", "VecEnv", "ConfigError",
+    "ENVS", "EnvInfo", "StepResult", "TeamObs", "TeamSpec", "VecEnv", "ConfigError", "EnvCrashed",
     "register_env", "env_config", "make_env",
 ]
+
+
+class EnvCrashed(RuntimeError):
+    """A process an env depends on (e.g. a StarCraft II game) failed or died: the run cannot go on. The
+    message is one line naming the game and what happened."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 
+from envs import EnvCrashed
 from envs.config import ConfigError
 
 ENV_SHORTHAND = re.compile(r"^env=(?P<name>[A-Za-z_][\w\-]*)$")
@@ -70,20 +71,23 @@ def main(argv: list[str]) -> int:
     stop_event = threading.Event()
     experiment.RUNTIME.update(stop_event=stop_event, progress="bar" if sys.stderr.isatty() else "log")
 
-    failure: list[str] = []
+    failure: list[tuple[str, int]] = []  # (the one line to print, exit status)
     sacred_run = ex.run
 
     def run(*args, **kwargs):
         try:
             return sacred_run(*args, **kwargs)
         except ConfigError as exc:
-            failure.append(str(exc))
+            failure.append((str(exc), 2))
         except ConfigAddedError as exc:
-            failure.append(added_key_message(exc))
+            failure.append((added_key_message(exc), 2))
         except experiment.Interrupted as exc:
-            failure.append(f"{exc}; rerun the same command with resume_from=<run directory> to continue")
+            failure.append((f"{exc}; rerun the same command with resume_from=<run directory> to continue", 2))
+        except EnvCrashed as exc:  # no user mistake: Sacred has marked the run FAILED
+            failure.append((f"{exc}; the run FAILED (rerun it with resume_from=<run directory> to continue from "
+                            "its last checkpoint, if it wrote one)", 1))
         except SacredError as exc:
-            failure.append(str(exc).strip().splitlines()[-1])
+            failure.append((str(exc).strip().splitlines()[-1], 2))
         raise _Abort()
 
     ex.run = run
@@ -91,8 +95,9 @@ def main(argv: list[str]) -> int:
     try:
         ex.run_commandline(["asae train"] + sacred_argv)
     except _Abort:
-        print(f"asae train: {failure[-1]}", file=sys.stderr)
-        return 2
+        message, status = failure[-1]
+        print(f"asae train: {message}", file=sys.stderr)
+        return status
     finally:
         restore()
         del ex.run
