@@ -60,6 +60,7 @@ def main(argv: list[str]) -> int:
     from experiments import experiment
     from experiments.api import added_key_message
     from experiments.observers import mongo_observer
+    from experiments.trainer import check_resume_from
 
     sacred_argv, mongo_url, has_file = rewrite_argv(argv)
     ex = experiment.ex
@@ -71,11 +72,16 @@ def main(argv: list[str]) -> int:
     experiment.RUNTIME.update(stop_event=stop_event, progress="bar" if sys.stderr.isatty() else "log")
 
     failure: list[str] = []
-    sacred_run = ex.run
 
-    def run(*args, **kwargs):
+    def run(command_name=None, *args, **kwargs):
         try:
-            return sacred_run(*args, **kwargs)
+            # Sacred's Experiment.run in two steps, so that between the validated config and the run's
+            # directory the checkpoint to resume from is checked: a run that cannot start leaves nothing behind.
+            sacred_run = ex._create_run(command_name, *args, **kwargs)
+            if (command_name or ex.default_command) == ex.default_command and sacred_run.config.get("resume_from"):
+                check_resume_from(sacred_run.config["resume_from"])
+            sacred_run()
+            return sacred_run
         except ConfigError as exc:
             failure.append(str(exc))
         except ConfigAddedError as exc:
