@@ -87,17 +87,19 @@ def _check_named(named_configs: Sequence[str]) -> None:
 def train(updates: Mapping[str, Any] | None = None, named_configs: Sequence[str] = (),
           results_dir: str | Path = DEFAULT_RESULTS_DIR, *, resume_from: str | None = None,
           stop_event: threading.Event | None = None, progress: str = "off",
-          mongo_url: str | None = None) -> RunResult:
-    """Run one Sacred run with a FileStorageObserver in ``results_dir`` (and MongoDB if ``mongo_url``).
+          mongo_url: str | None = None, mongo_required: bool = False) -> RunResult:
+    """Run one Sacred run with a FileStorageObserver in ``results_dir`` (and a copy in MongoDB if
+    ``mongo_url``; see experiments/observers.py).
 
     If ``stop_event`` is set during training, the run saves a checkpoint at the end of the current
     iteration and ends INTERRUPTED. A ConfigError (a bad config, an unreadable checkpoint to resume
-    from) is raised before any run directory is created.
+    from) or MongoUnreachable (``mongo_required`` and no answer) is raised before any run directory is
+    created.
     """
     from sacred.observers import FileStorageObserver
 
     from experiments import experiment
-    from experiments.observers import mongo_observer
+    from experiments.observers import mongo_copy
     from experiments.trainer import check_resume_from
 
     updates = normalize_updates(updates or {})
@@ -108,7 +110,7 @@ def train(updates: Mapping[str, Any] | None = None, named_configs: Sequence[str]
         check_resume_from(config["resume_from"])
     observers = [FileStorageObserver(str(results_dir))]
     if mongo_url:
-        observers.append(mongo_observer(mongo_url))
+        observers.append(mongo_copy(mongo_url, required=mongo_required))
     experiment.RUNTIME.update(stop_event=stop_event, progress=progress)
     ex = experiment.ex
     saved = list(ex.observers)

@@ -78,6 +78,7 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         from experiments.api import find_runs, resolve_config, train
+        from experiments.observers import mongo_from_environment
 
         if self.threads:
             import torch
@@ -98,12 +99,14 @@ class RunJob(submitit.helpers.Checkpointable):
 
         self._stop = threading.Event()
         outcome: dict[str, Any] = {}
+        mongo_url, mongo_required = mongo_from_environment()
 
         def target() -> None:
             try:
                 outcome["result"] = train(self.config_updates, self.named_configs, self.results_dir,
                                           resume_from=None if resume is None else str(resume),
-                                          stop_event=self._stop, progress="log")
+                                          stop_event=self._stop, progress="log", mongo_url=mongo_url,
+                                          mongo_required=mongo_required)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 outcome["error"] = exc
 
