@@ -9,23 +9,23 @@ exactly these, so `sync_runs` writes them the same way.
 Idempotence: a synced run carries ``info.source`` = {"kind": "file", "key": ..., "path": ...}, where
 the key (run_key / Sacred id / start time) identifies the file run independently of where the
 results directory lives. A second sync finds the run by that key and overwrites it and its metrics
-in place (a run that was RUNNING at the first sync gets its newer status and points).
+in place (a run that was RUNNING at the first sync gets its newer status and points). The live
+observer (experiments/observers.py) writes the same key, so a sync also completes a run whose live copy
+the database did not fully get.
 """
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from envs.config import ConfigError
-from experiments.observers import DEFAULT_DB, parse_mongo_url
+from experiments.observers import (DEFAULT_DB, MONGO_FORMAT, MongoUnreachable, bson_safe, connect, insert_run,
+                                   parse_mongo_url, redact, source_key, upload_source)
 
 from analysis.loaders import RawRun, read_file_runs
-
-MONGO_FORMAT = "MongoObserver-0.7.0"  # what Sacred 0.8.7 writes in `format`
 
 
 def open_database(url: str | None, db_name: str | None = None, client=None, timeout_ms: int = 5000):
@@ -33,17 +33,13 @@ def open_database(url: str | None, db_name: str | None = None, client=None, time
     if client is None:
         if not url:
             raise ConfigError("no MongoDB URL; pass --url mongodb://host:27017/db or set ASAE_MONGO_URL")
-        import pymongo
-        import pymongo.errors
-
         address, name = parse_mongo_url(url)
         name = db_name or name
-        client = pymongo.MongoClient(address, serverSelectionTimeoutMS=timeout_ms)
         try:
-            client.admin.command("ping")
-        except pymongo.errors.PyMongoError as exc:
-            reason = str(exc).splitlines()[0].split(" (configured timeouts")[0].split(", Timeout:")[0]
-            raise ConfigError(f"cannot reach MongoDB at {address}: {reason[:200]}") from None
+            # No socket timeout: a sync writes whole metric series, which may take a while on a slow link.
+            client = connect(url, timeout_s=timeout_ms / 1000, socket_timeout_s=None).client
+        except MongoUnreachable as exc:
+            raise ConfigError(f"cannot reach MongoDB at {redact(address)}: {exc}") from None
     else:
         name = db_name or (parse_mongo_url(url)[1] if url else DEFAULT_DB)
     return client[name], name
@@ -51,10 +47,8 @@ def open_database(url: str | None, db_name: str | None = None, client=None, time
 
 # ----------------------------------------------------------------------------- file runs -> MongoDB
 
-def source_key(raw: RawRun) -> str:
-    """A file run's identity that survives moving or copying the results directory."""
-    run_key = raw.config.get("run_key") or raw.info.get("run_key") or "-"
-    return f"{run_key}/{raw.sacred_id}/{raw.run.get('start_time', '-')}"
+def file_source_key(raw: RawRun) -> str:
+    return source_key(raw.config.get("run_key") or raw.info.get("run_key"), raw.sacred_id, raw.run.get("start_time"))
 
 
 def _datetime(value: Any) -> dt.datetime | None:
@@ -66,21 +60,8 @@ def _datetime(value: Any) -> dt.datetime | None:
         return None
 
 
-def _bson_safe(obj: Any) -> Any:
-    """MongoDB keys may not contain '.' or start with '$'; Sacred's observer replaces them too."""
-    if isinstance(obj, Mapping):
-        return {(k.replace(".", "_").replace("$", "_") if isinstance(k, str) else k): _bson_safe(v)
-                for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_bson_safe(v) for v in obj]
-    return obj
-
-
 def _sources(db, raw: RawRun) -> list:
     """Upload the run's copied sources (Sacred's _sources/ files) to GridFS, as MongoObserver does."""
-    import gridfs
-
-    fs = gridfs.GridFS(db)
     out = []
     base = Path(raw.location).parent
     for entry in (raw.run.get("experiment") or {}).get("sources") or []:
@@ -90,11 +71,7 @@ def _sources(db, raw: RawRun) -> list:
         path = base / str(stored)
         if not path.is_file():
             continue
-        data = path.read_bytes()
-        md5 = hashlib.md5(data).hexdigest()
-        existing = fs.find_one({"filename": name, "metadata.md5": md5})
-        file_id = existing._id if existing is not None else fs.put(data, filename=name, metadata={"md5": md5})
-        out.append([name, file_id])
+        out.append([name, upload_source(db, str(name), path.read_bytes())])
     return out
 
 
@@ -108,7 +85,8 @@ def _captured_out(raw: RawRun, limit: int = 1 << 20) -> str:
 
 def _run_document(raw: RawRun, key: str, path: str) -> dict:
     run = raw.run
-    info = {k: v for k, v in raw.info.items() if k != "metrics"}
+    # "mongo" says how complete the database copy was when the run ended: not part of the copy itself.
+    info = {k: v for k, v in raw.info.items() if k not in ("metrics", "mongo")}
     info["source"] = {"kind": "file", "key": key, "path": path, "sacred_id": raw.sacred_id}
     experiment = dict(run.get("experiment") or {})
     doc = {
@@ -131,7 +109,7 @@ def _run_document(raw: RawRun, key: str, path: str) -> dict:
         doc["stop_time"] = _datetime(run["stop_time"])
     if run.get("fail_trace") is not None:
         doc["fail_trace"] = run["fail_trace"]
-    return _bson_safe(doc)
+    return bson_safe(doc)
 
 
 @dataclass
@@ -142,15 +120,10 @@ class SyncResult:
     skipped: list[tuple[str, str]] | None = None
 
 
-def _next_id(runs) -> int:
-    last = list(runs.find({"_id": {"$type": "number"}}, {"_id": 1}).sort("_id", -1).limit(1))
-    return int(last[0]["_id"]) + 1 if last else 1
-
-
 def sync_runs(directory: str | os.PathLike, db, progress: bool = False,
               log: Callable[[str], None] | None = None) -> SyncResult:
     """Copy every Sacred run under ``directory`` into ``db`` (runs + metrics), idempotently."""
-    import pymongo.errors
+    import pymongo
 
     report = read_file_runs(directory, progress=progress)
     result = SyncResult(skipped=list(report.skipped))
@@ -159,20 +132,13 @@ def sync_runs(directory: str | os.PathLike, db, progress: bool = False,
     metrics.create_index([("run_id", 1), ("name", 1)])
     root = Path(directory).resolve()
     for raw in report.runs:
-        key = source_key(raw)
+        key = file_source_key(raw)
         path = str(Path(raw.location).resolve().relative_to(root)) if raw.location else raw.run_id
         doc = _run_document(raw, key, path)
         existing = runs.find_one({"info.source.key": key}, {"_id": 1, "experiment.sources": 1})
         if existing is None:
             doc["experiment"]["sources"] = _sources(db, raw)
-            for _attempt in range(100):  # another writer may take the id first, as in Sacred
-                doc["_id"] = _next_id(runs)
-                try:
-                    runs.insert_one(doc)
-                    break
-                except pymongo.errors.DuplicateKeyError:
-                    continue
-            run_id = doc["_id"]
+            run_id = insert_run(runs, doc)
             result.inserted += 1
         else:
             run_id = existing["_id"]

@@ -87,24 +87,30 @@ def _check_named(named_configs: Sequence[str]) -> None:
 def train(updates: Mapping[str, Any] | None = None, named_configs: Sequence[str] = (),
           results_dir: str | Path = DEFAULT_RESULTS_DIR, *, resume_from: str | None = None,
           stop_event: threading.Event | None = None, progress: str = "off",
-          mongo_url: str | None = None) -> RunResult:
-    """Run one Sacred run with a FileStorageObserver in ``results_dir`` (and MongoDB if ``mongo_url``).
+          mongo_url: str | None = None, mongo_required: bool = False) -> RunResult:
+    """Run one Sacred run with a FileStorageObserver in ``results_dir`` (and a copy in MongoDB if
+    ``mongo_url``; see experiments/observers.py).
 
     If ``stop_event`` is set during training, the run saves a checkpoint at the end of the current
-    iteration and ends INTERRUPTED. A ConfigError is raised before any run directory is created.
+    iteration and ends INTERRUPTED. A ConfigError (a bad config, an unreadable checkpoint to resume
+    from) or MongoUnreachable (``mongo_required`` and no answer) is raised before any run directory is
+    created.
     """
     from sacred.observers import FileStorageObserver
 
     from experiments import experiment
-    from experiments.observers import mongo_observer
+    from experiments.observers import mongo_copy
+    from experiments.trainer import check_resume_from
 
     updates = normalize_updates(updates or {})
     if resume_from is not None:
         updates["resume_from"] = str(resume_from)
     config = resolve_config(updates, named_configs)
+    if config.get("resume_from"):
+        check_resume_from(config["resume_from"])
     observers = [FileStorageObserver(str(results_dir))]
     if mongo_url:
-        observers.append(mongo_observer(mongo_url))
+        observers.append(mongo_copy(mongo_url, required=mongo_required))
     experiment.RUNTIME.update(stop_event=stop_event, progress=progress)
     ex = experiment.ex
     saved = list(ex.observers)
@@ -123,8 +129,6 @@ def train(updates: Mapping[str, Any] | None = None, named_configs: Sequence[str]
 
 def find_runs(results_dir: str | Path, run_key: str) -> list[RunRecord]:
     """Sacred file-storage runs of ``run_key`` under ``results_dir``, oldest first (by Sacred id)."""
-    from experiments.trainer import CHECKPOINT_NAME
-
     root = Path(results_dir)
     records = []
     if not root.is_dir():
@@ -138,7 +142,16 @@ def find_runs(results_dir: str | Path, run_key: str) -> list[RunRecord]:
             continue  # a half-written run directory: not a run to skip or resume
         if config.get("run_key") != run_key:
             continue
-        ckpt = run_dir / CHECKPOINT_NAME
         t_env = int((run.get("result") or {}).get("t_env", 0)) if isinstance(run.get("result"), dict) else 0
-        records.append(RunRecord(run_dir, run.get("status", "UNKNOWN"), ckpt if ckpt.is_file() else None, t_env))
+        records.append(RunRecord(run_dir, run.get("status", "UNKNOWN"), _newest_checkpoint(run_dir), t_env))
     return sorted(records, key=lambda r: (int(r.run_dir.name) if r.run_dir.name.isdigit() else 0, str(r.run_dir)))
+
+
+def _newest_checkpoint(run_dir: Path) -> Path | None:
+    """checkpoint.pt, else the one before it (a crash between the two renames of a save leaves only that)."""
+    from experiments.trainer import CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME
+
+    for name in (CHECKPOINT_NAME, PREVIOUS_CHECKPOINT_NAME):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    return None

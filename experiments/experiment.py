@@ -124,10 +124,14 @@ for _name in ("asae", None):  # Sacred logs it on the run's logger or the root l
 @ex.main
 def main(_run, _config, teams, team_learners):
     # `teams` and `team_learners` are captured so Sacred accepts team names added to these empty dicts.
+    from experiments.observers import mongo_copy_of
     from experiments.trainer import MetricLogger, Stopped, Trainer
 
     cfg = run_config.validate(_config)
     run_dir = _file_storage_dir(_run)
+    mongo = mongo_copy_of(_run)
+    if mongo is not None:
+        mongo.attach(_run.info, run_dir)
     checkpoint_dir = run_dir if run_dir is not None else Path("results") / "checkpoints" / cfg.run_key
     _run.info["run_key"] = cfg.run_key
     _run.info["checkpoint"] = str(checkpoint_dir / "checkpoint.pt")

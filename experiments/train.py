@@ -1,8 +1,10 @@
 """`asae train [Sacred arguments]`: one run, tracked by Sacred.
 
 Arguments go to Sacred's command line (`with KEY=VALUE ...`, named configs, `print_config`, `-F DIR`,
-`--help`), with three conveniences: `env=NAME` means `env.name=NAME`; `-m URL` (or $ASAE_MONGO_URL)
-adds a *queued* MongoDB observer; without `-F`, runs go to results/runs (or $ASAE_RESULTS_DIR).
+`--help`), with these conveniences: `env=NAME` means `env.name=NAME`; `-m URL` (or $ASAE_MONGO_URL)
+copies the run to MongoDB without ever making training wait for it (experiments/observers.py), and
+`--mongo-required` (or ASAE_MONGO_REQUIRED=1) refuses to train when the database does not answer;
+without `-F`, runs go to results/runs (or $ASAE_RESULTS_DIR).
 Ctrl-C (or SIGTERM) stops after the current iteration with a checkpoint saved; a second Ctrl-C aborts.
 """
 from __future__ import annotations
@@ -19,12 +21,20 @@ from envs.config import ConfigError
 ENV_SHORTHAND = re.compile(r"^env=(?P<name>[A-Za-z_][\w\-]*)$")
 
 
-def rewrite_argv(argv: list[str]) -> tuple[list[str], str | None, bool]:
-    """-> (argv for Sacred, MongoDB URL or None, whether the user chose a file-storage dir)."""
-    out, mongo, has_file = [], os.environ.get("ASAE_MONGO_URL") or None, False
+def rewrite_argv(argv: list[str]) -> tuple[list[str], str | None, bool, bool]:
+    """-> (argv for Sacred, MongoDB URL or None, whether MongoDB is required, whether the user chose a
+    file-storage dir)."""
+    from experiments.observers import mongo_from_environment
+
+    out, has_file = [], False
+    mongo, required = mongo_from_environment()
     i = 0
     while i < len(argv):
         arg = argv[i]
+        if arg == "--mongo-required":
+            required = True
+            i += 1
+            continue
         if arg in ("-m", "--mongo_db"):
             if i + 1 >= len(argv):
                 raise ConfigError(f"{arg} needs a MongoDB URL (mongodb://host:port/db or host:port:db)")
@@ -39,7 +49,10 @@ def rewrite_argv(argv: list[str]) -> tuple[list[str], str | None, bool]:
             match = ENV_SHORTHAND.match(arg)
             out.append(f"env.name={match['name']}" if match else arg)
         i += 1
-    return out, mongo, has_file
+    if required and not mongo:
+        raise ConfigError("--mongo-required (or ASAE_MONGO_REQUIRED) needs a MongoDB URL: -m mongodb://host:port/db "
+                          "or ASAE_MONGO_URL")
+    return out, mongo, required, has_file
 
 
 def _install_signal_handlers(stop_event: threading.Event):
@@ -60,27 +73,37 @@ def main(argv: list[str]) -> int:
 
     from experiments import experiment
     from experiments.api import added_key_message
-    from experiments.observers import mongo_observer
+    from experiments.observers import MongoUnreachable, mongo_copy
+    from experiments.trainer import check_resume_from
 
-    sacred_argv, mongo_url, has_file = rewrite_argv(argv)
+    sacred_argv, mongo_url, mongo_required, has_file = rewrite_argv(argv)
     ex = experiment.ex
     if not has_file:
         ex.observers.append(FileStorageObserver(os.environ.get("ASAE_RESULTS_DIR", os.path.join("results", "runs"))))
-    if mongo_url:
-        ex.observers.append(mongo_observer(mongo_url))
     stop_event = threading.Event()
     experiment.RUNTIME.update(stop_event=stop_event, progress="bar" if sys.stderr.isatty() else "log")
 
     failure: list[tuple[str, int]] = []  # (the one line to print, exit status)
-    sacred_run = ex.run
 
-    def run(*args, **kwargs):
+    def run(command_name=None, *args, **kwargs):
         try:
-            return sacred_run(*args, **kwargs)
+            # Sacred's Experiment.run in two steps, so that between the validated config and the run's
+            # directory the checkpoint to resume from and the database are checked: a run that cannot
+            # start leaves nothing behind.
+            sacred_run = ex._create_run(command_name, *args, **kwargs)
+            if (command_name or ex.default_command) == ex.default_command:
+                if sacred_run.config.get("resume_from"):
+                    check_resume_from(sacred_run.config["resume_from"])
+                if mongo_url and not sacred_run.unobserved:
+                    sacred_run.observers.append(mongo_copy(mongo_url, required=mongo_required))
+            sacred_run()
+            return sacred_run
         except ConfigError as exc:
             failure.append((str(exc), 2))
         except ConfigAddedError as exc:
             failure.append((added_key_message(exc), 2))
+        except MongoUnreachable as exc:
+            failure.append((str(exc), 1))
         except experiment.Interrupted as exc:
             failure.append((f"{exc}; rerun the same command with resume_from=<run directory> to continue", 2))
         except EnvCrashed as exc:  # no user mistake: Sacred has marked the run FAILED

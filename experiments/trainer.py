@@ -3,15 +3,16 @@
 A run's whole state lives in a checkpoint written atomically at iteration boundaries: every learner
 (networks, optimizers, replay data), the counters, the RNG states of torch and of the seed streams
 that reset the envs, the metric history and the not-yet-logged statistics. Resuming from it continues
-the run exactly: same next updates, no gap or repeat in the metrics.
+the run exactly: same next updates, no gap or repeat in the metrics. The checkpoint before the newest is
+kept beside it (checkpoint.prev.pt), for when the newest turns out unreadable.
 """
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,10 +26,69 @@ from algos.batch import EpisodeBatch
 from envs import make_env
 from envs.config import ConfigError, require
 from experiments.config import RunConfig
+from experiments.files import atomic_write
 from experiments.runner import EpisodeRunner, EpisodeStats, summarize
 
 CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_NAME = "checkpoint.prev.pt"
 CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be resumed from; the message names the file and what is wrong with it."""
+
+
+def checkpoint_path(resume_from: str | Path) -> Path:
+    """``resume_from`` (a checkpoint file, or a run directory meaning its newest checkpoint) -> the file."""
+    path = Path(resume_from)
+    if not path.is_dir():
+        require(path.is_file(), f"resume_from={str(path)!r}: no checkpoint there")
+        return path
+    newest, previous = path / CHECKPOINT_NAME, path / PREVIOUS_CHECKPOINT_NAME
+    if not newest.is_file() and previous.is_file():
+        raise CheckpointError(f"resume_from={str(path)!r}: no {CHECKPOINT_NAME} there, only the one before it: "
+                              f"resume_from={previous}")
+    require(newest.is_file(), f"resume_from={str(path)!r}: no checkpoint there")
+    return newest
+
+
+def check_resume_from(resume_from: str | Path) -> None:
+    """Before a run starts: CheckpointError (or ConfigError) if ``resume_from`` cannot be resumed from; the
+    message points to the checkpoint before it when there is one."""
+    path = checkpoint_path(resume_from)
+    try:
+        read_checkpoint(path, mmap=True)
+    except CheckpointError as exc:
+        previous = path.with_name(PREVIOUS_CHECKPOINT_NAME)
+        if path.name == CHECKPOINT_NAME and previous.is_file():
+            raise CheckpointError(f"{exc}; the checkpoint before it may be readable: resume_from={previous}") from None
+        raise
+
+
+def read_checkpoint(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
+    """The training state in a checkpoint file. A file that is no such state (empty, cut short, not a
+    checkpoint, another format) raises CheckpointError naming it and what is wrong. ``mmap`` leaves the
+    tensors on disk: a cheap check that the file can be resumed from."""
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its directory is at the very end
+        with open(path, "rb") as f:
+            cut = f.read(4) == b"PK\x03\x04"
+        raise CheckpointError(f"checkpoint {path} is cut short (an incomplete archive of {size} bytes)" if cut
+                              else f"checkpoint {path} is not a PyTorch checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle: damaged inside, or written by other code
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {first})") from None
+    if not isinstance(state, dict) or "version" not in state:
+        raise CheckpointError(f"checkpoint {path} is not a training checkpoint of this suite "
+                              f"(it holds a {type(state).__name__} without a format version)")
+    if state["version"] != CHECKPOINT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format {state['version']!r}; this version of the suite "
+                              f"reads format {CHECKPOINT_VERSION} (resume it with the version that wrote it)")
+    return state
 
 
 class MetricLogger:
@@ -55,12 +115,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} but CUDA is not available on this machine; use device=cpu or auto")
     return torch.device(name)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -173,7 +227,6 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        require(state.get("version") == CHECKPOINT_VERSION, f"checkpoint version {state.get('version')} is not supported")
         require(state["run_key"] == self.cfg.run_key,
                 f"resume_from points at a checkpoint of run {state['run_key']}, but this config is run {self.cfg.run_key}; "
                 "resume with the same config (only device, logging and checkpoint settings may change)")
@@ -196,15 +249,12 @@ class Trainer:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.last_ckpt_t = self.t_env
         path = self.checkpoint_dir / CHECKPOINT_NAME
-        atomic_torch_save(self.state_dict(), path)
+        state = self.state_dict()
+        atomic_write(path, lambda f: torch.save(state, f), keep_previous=self.checkpoint_dir / PREVIOUS_CHECKPOINT_NAME)
         return path
 
-    def resume(self, path: str | Path) -> None:
-        path = Path(path)
-        if path.is_dir():
-            path = path / CHECKPOINT_NAME
-        require(path.is_file(), f"resume_from={str(path)!r}: no checkpoint there")
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+    def resume(self, resume_from: str | Path) -> None:
+        self.load_state_dict(read_checkpoint(checkpoint_path(resume_from), map_location=self.device))
 
     # --- the loop ---------------------------------------------------------------------------------
     def train(self) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """One run of a sweep as a submitit job that survives preemption, timeouts and requeues.
 
 The job finds its own state on disk when it starts (``experiments.api.find_runs`` by run_key): a
-completed run is not run again, and an unfinished one resumes from the newest checkpoint. So every way
+completed run is not run again, and an unfinished one resumes from the newest checkpoint that can be read
+(a damaged one is skipped with a line saying so; with none left, the run starts afresh). So every way
 a job can be restarted ends in one correct run: submitit's requeue after ``checkpoint()`` (USR2 on
 preemption or before the time limit), a bare ``scontrol requeue`` (which reruns the original pickle),
 a node failure, or the user resubmitting the sweep.
@@ -20,12 +21,41 @@ from typing import Any
 import submitit
 
 
-def latest_checkpoint(records) -> Path | None:
-    """The checkpoint to resume from: the newest run of the run_key that wrote one (a resumed run only
-    moves forward from the checkpoint it started at, so newer means further)."""
+def checkpoint_candidates(records) -> list[Path]:
+    """Checkpoints to resume from, best first: of the newest run of the run_key that wrote one, its newest
+    checkpoint and the one before it, then those of the runs before (a resumed run only moves forward
+    from the checkpoint it started at, so newer means further)."""
+    from experiments.trainer import PREVIOUS_CHECKPOINT_NAME
+
+    out = []
     for record in reversed(records):
-        if record.checkpoint is not None:
-            return record.checkpoint
+        if record.checkpoint is None:
+            continue
+        out.append(record.checkpoint)
+        previous = record.checkpoint.with_name(PREVIOUS_CHECKPOINT_NAME)
+        if previous != record.checkpoint and previous.is_file():
+            out.append(previous)
+    return out
+
+
+def latest_checkpoint(records) -> Path | None:
+    candidates = checkpoint_candidates(records)
+    return candidates[0] if candidates else None
+
+
+def readable_checkpoint(run_key: str, records) -> Path | None:
+    """The best checkpoint that can be read; each one skipped, and starting afresh, get a line."""
+    from experiments.trainer import CheckpointError, read_checkpoint
+
+    candidates = checkpoint_candidates(records)
+    for i, candidate in enumerate(candidates):
+        try:
+            read_checkpoint(candidate, mmap=True)
+            return candidate
+        except CheckpointError as exc:
+            then = ("falling back to the one before it" if i + 1 < len(candidates)
+                    else "no readable checkpoint left: starting the run afresh")
+            print(f"[asae] run {run_key}: {exc}; {then}", flush=True)
     return None
 
 
@@ -49,6 +79,7 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         from experiments.api import find_runs, resolve_config, train
+        from experiments.observers import mongo_from_environment
 
         if self.threads:
             import torch
@@ -63,18 +94,20 @@ class RunJob(submitit.helpers.Checkpointable):
         if done:
             print(f"[asae] run {run_key} already completed in {done[-1].run_dir}", flush=True)
             return {"run_key": run_key, "status": "COMPLETED", "run_dir": str(done[-1].run_dir), "ran": False}
-        resume = latest_checkpoint(records)
+        resume = readable_checkpoint(run_key, records)
         if resume is not None:
             print(f"[asae] run {run_key}: resuming from {resume}", flush=True)
 
         self._stop = threading.Event()
         outcome: dict[str, Any] = {}
+        mongo_url, mongo_required = mongo_from_environment()
 
         def target() -> None:
             try:
                 outcome["result"] = train(self.config_updates, self.named_configs, self.results_dir,
                                           resume_from=None if resume is None else str(resume),
-                                          stop_event=self._stop, progress="log")
+                                          stop_event=self._stop, progress="log", mongo_url=mongo_url,
+                                          mongo_required=mongo_required)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 outcome["error"] = exc
 
