@@ -6,8 +6,8 @@ venv described in results/fidelity/epymarl_spread/README.md; ours: `env=mpe_spre
 
 1. EPyMARL: a finished run is taken from OUT/epymarl/<algo>/seed<seed>/ (its Sacred JSON files, copied
    there the first time), else from the checkout's results/sacred/, else it is run (one at a time, with
-   --epymarl-python and OMP_NUM_THREADS=1) and then copied. A run counts when run.json says COMPLETED and
-   its config.json has this seed, task, t_max, test interval and test episodes.
+   --epymarl-python and OMP_NUM_THREADS=1) and then copied. A run counts when its config.json has this
+   seed, task, t_max, test interval and test episodes and its test curve reaches t_max.
 2. Ours: `experiments.api.train` with the settings in OURS below (the closest our config keys come to
    EPyMARL's defaults for that algorithm), into OUT/ours/; a completed run of the same run_key is reused.
 3. Both on one scale. EPyMARL's return is the sum over the 3 agents of 24 rewarded steps (at step 25
@@ -44,7 +44,7 @@ SYSTEMS = ("epymarl", "ours")
 EPYMARL_KEY = "pz-mpe-simple-spread-v3"
 TIME_LIMIT = 25
 OUR_ENV = {"name": "mpe_spread", "n_agents": 3, "episode_limit": TIME_LIMIT, "local_ratio": 0.5, "sight_range": None}
-RUN_JSONS = ("config.json", "info.json", "metrics.json", "run.json")  # what is kept of an EPyMARL run
+RUN_JSONS = ("config.json", "info.json", "metrics.json")  # what is kept of an EPyMARL run
 DEFAULT_OUT = Path("results") / "fidelity" / "epymarl_spread"
 
 
@@ -226,15 +226,21 @@ def _load(path: Path) -> Any:
 
 
 def is_wanted_run(run_dir: Path, algo: str, seed: int, t_max: int, test_interval: int, test_episodes: int) -> bool:
-    config, run = _load(run_dir / "config.json"), _load(run_dir / "run.json")
-    if not isinstance(config, dict) or not isinstance(run, dict) or run.get("status") != "COMPLETED":
+    """Its config is this run's, and it got to its last test (run.json is not kept in copies: the curve
+    tells a finished run from an interrupted one)."""
+    config = _load(run_dir / "config.json")
+    if not isinstance(config, dict):
         return False
     env_args = config.get("env_args") or {}
-    return (config.get("name") == algo and config.get("seed") == seed
+    if not (config.get("name") == algo and config.get("seed") == seed
             and env_args.get("key") == EPYMARL_KEY and env_args.get("time_limit") == TIME_LIMIT
             and config.get("t_max") == t_max + config.get("batch_size_run", 1) * TIME_LIMIT
-            and config.get("test_interval") == test_interval and config.get("test_nepisode") == test_episodes
-            and (run_dir / "metrics.json").is_file())
+            and config.get("test_interval") == test_interval and config.get("test_nepisode") == test_episodes):
+        return False
+    try:
+        return test_curve(run_dir)[0][-1] >= t_max
+    except (ConfigError, IndexError, KeyError, TypeError, ValueError):
+        return False
 
 
 def _run_dirs(root: Path) -> Iterator[Path]:
@@ -247,7 +253,7 @@ def find_epymarl_run(roots: list[Path], algo: str, seed: int, args: argparse.Nam
     for root in roots:
         found = [d for d in _run_dirs(root) if is_wanted_run(d, algo, seed, args.t_max, args.test_interval, args.test_episodes)]
         if found:
-            return max(found, key=lambda d: str((_load(d / "run.json") or {}).get("start_time", "")))
+            return max(found, key=lambda d: (d / "metrics.json").stat().st_mtime)
     return None
 
 
@@ -370,16 +376,15 @@ def test_curve(run_dir: Path, metric: str = "test_return_mean") -> tuple[list[in
 
 
 def throughput(run_dir: Path) -> dict[str, float]:
-    """Wall time (run.json start to stop) and env steps per second over it (the last logged t_env,
-    test episodes not counted as steps but their time included)."""
-    run = _load(run_dir / "run.json") or {}
-    metrics = _load(run_dir / "metrics.json") or {}
-    steps = max((max(m["steps"]) for m in metrics.values() if m.get("steps")), default=0)
-    try:
-        wall = (datetime.fromisoformat(run["stop_time"]) - datetime.fromisoformat(run["start_time"])).total_seconds()
-    except (KeyError, TypeError, ValueError):
+    """From the Sacred metrics' timestamps, the same for both systems: the time from the first to the last
+    logged metric and the env steps per second over it (test episodes' time included, their steps not)."""
+    points = [(datetime.fromisoformat(ts), step) for m in (_load(run_dir / "metrics.json") or {}).values()
+              for ts, step in zip(m.get("timestamps", []), m.get("steps", []))]
+    if len(points) < 2:
         return {"wall_s": float("nan"), "steps_per_s": float("nan")}
-    return {"wall_s": wall, "steps_per_s": steps / wall if wall > 0 else float("nan")}
+    (t0, s0), (t1, s1) = min(points), max(points)
+    wall = (t1 - t0).total_seconds()
+    return {"wall_s": wall, "steps_per_s": (s1 - s0) / wall if wall > 0 else float("nan")}
 
 
 def curves_frame(runs: dict[str, dict[tuple[str, int], Path]]):
@@ -423,24 +428,26 @@ def markdown_table(frame, speed: dict, args: argparse.Namespace) -> str:
              "return / 25, mean over agents of 25 steps) and gain over each system's own uniform-random return "
              f"(EPyMARL {SCALES['epymarl'].random_return}, ours {SCALES['ours'].random_return}; both -1.06 per agent-step): "
              "(return - random) / |random|. Mean [min, max] over seeds; each cell reads the test point nearest to "
-             "the step count (within half a test interval). Ratio: ours' mean gain / EPyMARL's.",
+             "the step count (within half a test interval). Difference and ratio: ours' mean gain minus and over "
+             "EPyMARL's (the ratio only where EPyMARL's gain is positive).",
              "",
              "| algo | env steps | seeds (EPyMARL, ours) | EPyMARL return/agent-step | ours return/agent-step "
-             "| EPyMARL gain vs random | ours gain vs random | ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| EPyMARL gain vs random | ours gain vs random | difference | ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for algo in args.algos:
         for t in milestones(args.t_max):
             cells = at_milestone(frame[frame["algo"] == algo], t, args.test_interval / 2)
             by = {s: cells[cells["system"] == s] for s in SYSTEMS}
             gains = {s: by[s]["gain_vs_random"] for s in SYSTEMS}
-            ratio = (f"{gains['ours'].mean() / gains['epymarl'].mean():.2f}"
-                     if len(gains["ours"]) and len(gains["epymarl"]) and gains["epymarl"].mean() != 0 else "—")
+            both = len(gains["ours"]) and len(gains["epymarl"])
+            diff = f"{gains['ours'].mean() - gains['epymarl'].mean():+.2f}" if both else "—"
+            ratio = f"{gains['ours'].mean() / gains['epymarl'].mean():.2f}" if both and gains["epymarl"].mean() > 0 else "—"
             lines.append(f"| {algo} | {t:,} | {len(by['epymarl'])}, {len(by['ours'])} "
                          f"| {_spread(by['epymarl']['per_agent_step'], '{:.3f}')} | {_spread(by['ours']['per_agent_step'], '{:.3f}')} "
-                         f"| {_spread(gains['epymarl'], '{:.2f}')} | {_spread(gains['ours'], '{:.2f}')} | {ratio} |")
-    lines += ["", "Cost on this machine (wall time from run.json; env-steps/s = env steps / wall time, test "
-                  "episodes' time included, their steps not):", "",
-              "| system | algo | seeds | wall time (s) | env-steps/s |", "|---|---|---|---|---|"]
+                         f"| {_spread(gains['epymarl'], '{:.2f}')} | {_spread(gains['ours'], '{:.2f}')} | {diff} | {ratio} |")
+    lines += ["", "Cost on this machine (from the runs' metric timestamps: time from the first to the last logged "
+                  "metric, and env steps per second over it, test episodes' time included, their steps not):", "",
+              "| system | algo | seeds | time (s) | env-steps/s |", "|---|---|---|---|---|"]
     for (system, algo), values in sorted(speed.items()):
         df = pd.DataFrame(values)
         lines.append(f"| {label[system]} | {algo} | {len(df)} | {_spread(df['wall_s'], '{:.0f}')} "
@@ -466,7 +473,7 @@ def figure(frame, args: argparse.Namespace):
             per_seed = np.stack([np.interp(grid, g["t_env"], g["gain_vs_random"])
                                  for _, g in part.sort_values("t_env").groupby("seed")])
             n = len(per_seed)
-            ax.plot(grid, per_seed.mean(0), color=colors[system], label=f"{'EPyMARL' if system == 'epymarl' else 'ours'} ({n} seeds)")
+            ax.plot(grid, per_seed.mean(0), color=colors[system], label=f"{'EPyMARL' if system == 'epymarl' else 'ours'} ({n} seed{'s' * (n != 1)})")
             ax.fill_between(grid, per_seed.min(0), per_seed.max(0), color=colors[system], alpha=0.2, linewidth=0)
         ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
         ax.set_title(f"{algo.upper()}, simple spread N=3")
