@@ -42,8 +42,10 @@ import pandas as pd
 from envs.config import ConfigError
 
 RUN_FILES = ("run.json", "config.json", "metrics.json")
-# Sacred FileStorageObserver keeps copied sources and resources beside the run directories.
-NOT_RUN_DIRS = {"_sources", "_resources", "paper", "__pycache__", ".git"}
+# Sacred FileStorageObserver keeps copied sources and resources beside the run directories. fidelity/
+# holds side-by-side comparisons with other codebases (`asae compare-epymarl`): their runs are not runs of
+# the paper's experiments (pass --runs results/fidelity/... to read them on purpose).
+NOT_RUN_DIRS = {"_sources", "_resources", "paper", "fidelity", "__pycache__", ".git"}
 
 # Config entries the suite's envs and learners use for the standard columns, first match wins.
 # Tolerant on purpose: runs from older versions or other envs may spell them differently.

@@ -141,6 +141,14 @@ def test_runs_are_found_recursively_and_sources_ignored(tmp_path, ex):
     assert frame.attrs["skipped"] == []
 
 
+def test_fidelity_comparisons_are_read_only_on_purpose(tmp_path, ex):
+    """results/fidelity/ holds other codebases' runs (asae compare-epymarl): not searched from above it."""
+    run(ex, [file_observer(tmp_path / "runs")], run_key="x", metrics={"return_mean": curve(1.0)})
+    run(ex, [file_observer(tmp_path / "fidelity" / "spread" / "ours")], run_key="y", metrics={"return_mean": curve(1.0)})
+    assert set(load_runs(tmp_path)["run_key"]) == {"x"}
+    assert set(load_runs(tmp_path / "fidelity" / "spread")["run_key"]) == {"y"}
+
+
 def test_resumed_runs_keep_the_latest_completed_one(tmp_path, ex):
     obs = file_observer(tmp_path)
     with pytest.raises(RuntimeError):  # first attempt dies at 2000 steps

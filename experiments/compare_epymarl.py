@@ -1,0 +1,532 @@
+"""`asae compare-epymarl`: this suite's COMA and QMIX beside EPyMARL's own code, on the same task and budget.
+
+Task: MPE simple spread, N = 3, 25-step episodes (EPyMARL: `--env-config=gymma` with
+`env_args.key=pz-mpe-simple-spread-v3 env_args.time_limit=25`, which needs the two local changes and the
+venv described in results/fidelity/epymarl_spread/README.md; ours: `env=mpe_spread`). For every algo and seed:
+
+1. EPyMARL: a finished run is taken from OUT/epymarl/<algo>/seed<seed>/ (its Sacred JSON files, copied
+   there the first time), else from the checkout's results/sacred/, else it is run (one at a time, with
+   --epymarl-python and OMP_NUM_THREADS=1) and then copied. A run counts when its config.json has this
+   seed, task, t_max, test interval and test episodes and its test curve reaches t_max.
+2. Ours: `experiments.api.train` with the settings in OURS below (the closest our config keys come to
+   EPyMARL's defaults for that algorithm), into OUT/ours/; a completed run of the same run_key is reused.
+3. Both on one scale. EPyMARL's return is the sum over the 3 agents of 24 rewarded steps (at step 25
+   PettingZoo removes the agents, so the wrapper reports reward 0); ours is the mean over agents of 25
+   steps. A uniform-random policy scores -76.1 there and -26.6 here, -1.06 per agent per rewarded step in
+   both. Each return is reported per agent per rewarded step, and as the gain over the system's own
+   random return, (return - random) / |random| (0 = random, 1 = no cost at all).
+4. OUT/curves.csv (system, algo, seed, t_env, raw, per_agent_step, gain_vs_random), OUT/table.md (mean
+   and min-max over seeds at t_max/4, /2, 3/4 and t_max, the ratio of the gains, and each system's wall
+   time and env-steps/s) and OUT/curves.png (mean and min-max band over seeds), written atomically; the
+   table is printed.
+
+EPyMARL tests only after a runner round that crosses `test_interval`, so its runs get t_max plus one round
+(COMA: 10 envs x 25 steps; QMIX: 1 x 25) to have their last test at the budget. A milestone reads the test
+point nearest to it, within half a test interval.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from envs.config import ConfigError
+
+SYSTEMS = ("epymarl", "ours")
+EPYMARL_KEY = "pz-mpe-simple-spread-v3"
+TIME_LIMIT = 25
+OUR_ENV = {"name": "mpe_spread", "n_agents": 3, "episode_limit": TIME_LIMIT, "local_ratio": 0.5, "sight_range": None}
+RUN_JSONS = ("config.json", "info.json", "metrics.json")  # what is kept of an EPyMARL run
+DEFAULT_OUT = Path("results") / "fidelity" / "epymarl_spread"
+
+
+class RunFailed(Exception):
+    """A training run of either system did not complete (one line: which, and where its log is)."""
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How a system's test return is summed, and what a uniform-random policy scores on it (measured over
+    1000 uniform-random episodes on this machine)."""
+
+    agent_steps: int  # agents x rewarded steps the return adds up (1 agent for a mean over agents)
+    random_return: float
+
+
+SCALES = {"epymarl": Scale(agent_steps=3 * 24, random_return=-76.1), "ours": Scale(agent_steps=25, random_return=-26.6)}
+
+# --- our settings per algorithm, read from EPyMARL (cbc38c0): src/config/default.yaml, envs/gymma.yaml,
+# algs/<algo>.yaml, learners/coma_learner.py and q_learner.py. The comment names the EPyMARL setting. --------
+OURS: dict[str, dict[str, Any]] = {
+    "coma": {
+        "n_envs": 10,  # runner: parallel, batch_size_run: 10
+        "batch_size": 10,  # batch_size: 10 episodes per update (buffer_size: 10, on-policy)
+        "lr": 3e-4,  # lr: 0.0003 (Adam; ours is Adam too)
+        "critic_lr": 3e-4,  # the critic's Adam uses the same lr
+        "gamma": 0.99,  # gamma: 0.99
+        "learner.rnn_hidden_dim": 64,  # hidden_dim: 64, use_rnn: True (GRU agent)
+        "learner.critic_hidden_dim": 64,  # hidden_dim: 64 (COMACritic: two hidden layers of hidden_dim)
+        "learner.critic_epochs": 1,  # _train_critic: one full-batch critic step per update
+        "learner.target_update_interval": 2000,  # target_update_interval_or_tau: 200 critic steps x 10 episodes
+        "learner.entropy_coef": 0.001,  # entropy_coef: 0.001
+        "learner.grad_norm_clip": 10.0,  # grad_norm_clip: 10
+        "learner.obs_last_action": False,  # obs_last_action: False (obs_agent_id: True; ours always)
+        # TODO (keys ours does not have yet; EPyMARL's value):
+        # - optimizer: Adam for actor and critic (ours is Adam with no key; pin it once the key exists)
+        # - epsilon floor: none (soft_policies selector, no epsilon mixing): pin 0 once the key exists
+        # - critic_train_mode: "seq", critic_train_reps: 1; this coma_learner ignores both and takes one
+        #   full-batch step (critic_epochs=1 above); set ours' equivalent once critic_train_mode exists
+        # - q_nstep: 10 with add_value_last_step: True (10-step critic targets); ours: TD(lambda), td_lambda
+        # - standardise_rewards: True (running mean/std of rewards); ours: raw rewards
+        # - the episode end is terminal (terminated=True at the time limit, no bootstrap); ours bootstraps
+        # - critic inputs: state, others' actions, agent id (obs_individual_obs and obs_last_action False);
+        #   ours also gives the critic the agent's own observation and the last joint action
+        # - test policy: SoftPoliciesSelector samples in test mode too (test_greedy does not apply);
+        #   ours tests greedily
+    },
+    "qmix": {
+        "n_envs": 1,  # runner: episode (batch_size_run: 1)
+        "batch_size": 32,  # batch_size: 32 episodes per replay sample
+        "lr": 5e-4,  # lr: 0.0005
+        "gamma": 0.99,  # gamma: 0.99
+        "learner.optimizer": "adam",  # q_learner: Adam (optim_alpha / optim_eps unused)
+        "learner.updates_per_train": 1,  # one gradient step per episode collected
+        "learner.buffer_size": 5000,  # buffer_size: 5000
+        "learner.target_update_interval": 200,  # target_update_interval_or_tau: 200 gradient steps, i.e. 200
+        #   episodes once the replay holds 32 (ours counts episodes from the start)
+        "learner.epsilon_start": 1.0,  # epsilon_start: 1.0
+        "learner.epsilon_finish": 0.05,  # epsilon_finish: 0.05
+        "learner.epsilon_anneal_time": 50_000,  # epsilon_anneal_time: 50000 (env steps; greedy tests both)
+        "learner.double_q": True,  # double_q: True
+        "learner.n_step": 1,  # 1-step targets
+        "learner.mixing_embed_dim": 32,  # mixing_embed_dim: 32
+        "learner.hypernet_layers": 2,  # hypernet_layers: 2
+        "learner.hypernet_embed": 64,  # hypernet_embed: 64
+        "learner.rnn_hidden_dim": 64,  # hidden_dim: 64
+        "learner.grad_norm_clip": 10.0,  # grad_norm_clip: 10
+        "learner.obs_last_action": False,  # obs_last_action: False
+        # TODO (keys ours does not have yet; EPyMARL's value):
+        # - use_rnn: False (EPyMARL's QMIX agent is an MLP: fc-relu-fc-relu-fc); ours always a GRU
+        # - standardise_rewards: True; ours: raw rewards
+        # - the episode end is terminal (no bootstrap at the time limit); ours bootstraps
+    },
+}
+COMMON = {"env": OUR_ENV, "torch_threads": 1}
+
+# The EPyMARL settings the mappings above were read from. A run whose config.json differs is still used,
+# with a warning: the mapping may then be out of date.
+REFERENCE: dict[str, dict[str, Any]] = {
+    "coma": {"runner": "parallel", "batch_size_run": 10, "batch_size": 10, "lr": 0.0003, "gamma": 0.99,
+             "hidden_dim": 64, "use_rnn": True, "obs_last_action": False, "target_update_interval_or_tau": 200,
+             "critic_train_reps": 1, "q_nstep": 10, "entropy_coef": 0.001, "grad_norm_clip": 10,
+             "standardise_rewards": True, "action_selector": "soft_policies"},
+    "qmix": {"runner": "episode", "batch_size_run": 1, "batch_size": 32, "buffer_size": 5000, "lr": 0.0005,
+             "gamma": 0.99, "hidden_dim": 64, "use_rnn": False, "obs_last_action": False,
+             "target_update_interval_or_tau": 200, "epsilon_start": 1.0, "epsilon_finish": 0.05,
+             "epsilon_anneal_time": 50000, "double_q": True, "mixing_embed_dim": 32, "hypernet_layers": 2,
+             "hypernet_embed": 64, "grad_norm_clip": 10, "standardise_rewards": True},
+}
+
+
+# --- command line ---------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, through the CLI's ConfigError handling (exit 2)
+        raise ConfigError(message)
+
+
+def _csv(kind):
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}") from None
+        if not values:
+            raise argparse.ArgumentTypeError("an empty list")
+        return values
+    return parse
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = _Parser(prog="asae compare-epymarl", description=__doc__.split("\n\n")[0],
+                epilog="example: asae compare-epymarl --epymarl ../epymarl --algos coma,qmix --seeds 0,1,2 "
+                       "--t-max 200000 --out results/fidelity/epymarl_spread")
+    p.add_argument("--epymarl", type=Path, help="an EPyMARL checkout (with the mpe2 patch); needed only to find "
+                                                "or run EPyMARL runs that OUT does not hold yet")
+    p.add_argument("--epymarl-python", type=Path, help="the python of EPyMARL's own venv (default EPYMARL/.venv/bin/python)")
+    p.add_argument("--algos", type=_csv(str), default=["coma", "qmix"], help="comma-separated: coma,qmix")
+    p.add_argument("--seeds", type=_csv(int), default=[0, 1, 2])
+    p.add_argument("--t-max", type=int, default=200_000, help="env steps per run (default 200000)")
+    p.add_argument("--test-interval", type=int, help="env steps between test evaluations (default t_max/20)")
+    p.add_argument("--test-episodes", type=int, default=100, help="episodes per test (default 100, EPyMARL's gymma default)")
+    p.add_argument("--systems", type=_csv(str), default=list(SYSTEMS), help="which sides to run: epymarl,ours (default both)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    args = p.parse_args(argv)
+    check_args(args)
+    return args
+
+
+def check_args(args: argparse.Namespace) -> None:
+    bad = [a for a in args.algos if a not in OURS]
+    if bad:
+        raise ConfigError(f"--algos: unknown algo {bad[0]!r}; valid algos are: {', '.join(OURS)}")
+    bad = [s for s in args.systems if s not in SYSTEMS]
+    if bad:
+        raise ConfigError(f"--systems: unknown system {bad[0]!r}; valid systems are: {', '.join(SYSTEMS)}")
+    if args.t_max <= 0:
+        raise ConfigError(f"--t-max {args.t_max}: must be a positive number of env steps")
+    if args.test_interval is None:
+        args.test_interval = max(1, args.t_max // 20)
+    if args.test_interval <= 0 or args.test_episodes <= 0:
+        raise ConfigError("--test-interval and --test-episodes must be positive")
+    if args.epymarl is not None:
+        args.epymarl = args.epymarl.resolve()  # EPyMARL runs from inside it
+        if not (args.epymarl / "src" / "main.py").is_file():
+            raise ConfigError(f"--epymarl {args.epymarl}: not an EPyMARL checkout (no src/main.py)")
+        for algo in args.algos:
+            if not (args.epymarl / "src" / "config" / "algs" / f"{algo}.yaml").is_file():
+                raise ConfigError(f"--epymarl {args.epymarl}: no src/config/algs/{algo}.yaml")
+        if args.epymarl_python is None:
+            args.epymarl_python = args.epymarl / ".venv" / "bin" / "python"
+    if args.epymarl_python is not None:
+        # absolute but not resolved: a venv's python is a symlink, and only its own path makes it the venv's
+        py = args.epymarl_python = Path(os.path.abspath(args.epymarl_python))
+        if not (py.is_file() and os.access(py, os.X_OK)):
+            raise ConfigError(f"--epymarl-python {py}: no executable there")
+        if not (py.parent.parent / "pyvenv.cfg").is_file():
+            raise ConfigError(f"--epymarl-python {py}: not a venv's python (no pyvenv.cfg above its bin/)")
+
+
+# --- EPyMARL runs ---------------------------------------------------------------------------------
+def round_steps(algo: str) -> int:
+    """Env steps of one EPyMARL runner round (batch_size_run envs x one episode)."""
+    return REFERENCE[algo]["batch_size_run"] * TIME_LIMIT
+
+
+def epymarl_command(python: Path, algo: str, seed: int, t_max: int, test_interval: int, test_episodes: int) -> list[str]:
+    log_every = max(1, test_interval // 2)
+    return [str(python), "src/main.py", f"--config={algo}", "--env-config=gymma", "with",
+            f"env_args.key={EPYMARL_KEY}", f"env_args.time_limit={TIME_LIMIT}", f"t_max={t_max + round_steps(algo)}",
+            f"test_interval={test_interval}", f"test_nepisode={test_episodes}", f"log_interval={log_every}",
+            f"runner_log_interval={log_every}", f"learner_log_interval={log_every}", f"seed={seed}"]
+
+
+def _load(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_wanted_run(run_dir: Path, algo: str, seed: int, t_max: int, test_interval: int, test_episodes: int) -> bool:
+    """Its config is this run's, and it got to its last test (run.json is not kept in copies: the curve
+    tells a finished run from an interrupted one)."""
+    config = _load(run_dir / "config.json")
+    if not isinstance(config, dict):
+        return False
+    env_args = config.get("env_args") or {}
+    if not (config.get("name") == algo and config.get("seed") == seed
+            and env_args.get("key") == EPYMARL_KEY and env_args.get("time_limit") == TIME_LIMIT
+            and config.get("t_max") == t_max + config.get("batch_size_run", 1) * TIME_LIMIT
+            and config.get("test_interval") == test_interval and config.get("test_nepisode") == test_episodes):
+        return False
+    try:
+        return test_curve(run_dir)[0][-1] >= t_max
+    except (ConfigError, IndexError, KeyError, TypeError, ValueError):
+        return False
+
+
+def _run_dirs(root: Path) -> Iterator[Path]:
+    if root.is_dir():
+        yield from sorted((p.parent for p in root.rglob("config.json")), key=lambda p: (len(p.parts), str(p)))
+
+
+def find_epymarl_run(roots: list[Path], algo: str, seed: int, args: argparse.Namespace) -> Path | None:
+    """The newest matching finished run under the first root that has one."""
+    for root in roots:
+        found = [d for d in _run_dirs(root) if is_wanted_run(d, algo, seed, args.t_max, args.test_interval, args.test_episodes)]
+        if found:
+            return max(found, key=lambda d: (d / "metrics.json").stat().st_mtime)
+    return None
+
+
+def keep_epymarl_run(src: Path, dest: Path) -> None:
+    """Copy the run's small JSON files to ``dest`` (each file atomically)."""
+    if src.resolve() == dest.resolve():
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in RUN_JSONS:
+        if (src / name).is_file():
+            tmp = dest / f".{name}.tmp{os.getpid()}"
+            shutil.copyfile(src / name, tmp)
+            os.replace(tmp, dest / name)
+
+
+def warn_if_not_reference(run_dir: Path, algo: str) -> None:
+    config = _load(run_dir / "config.json") or {}
+    diff = {k: config.get(k) for k, v in REFERENCE[algo].items() if config.get(k) != v}
+    if diff:
+        print(f"asae compare-epymarl: warning: EPyMARL run {run_dir} differs from the settings OURS[{algo!r}] was "
+              f"read from: {diff}", file=sys.stderr)
+
+
+def epymarl_runs(args: argparse.Namespace) -> dict[tuple[str, int], Path]:
+    """(algo, seed) -> the run's directory under OUT/epymarl, running the missing ones first."""
+    kept = args.out / "epymarl"
+    roots = [kept] + ([args.epymarl / "results" / "sacred"] if args.epymarl else [])
+    runs, missing = {}, []
+    for algo in args.algos:
+        for seed in args.seeds:
+            found = find_epymarl_run(roots, algo, seed, args)
+            if found is None:
+                missing.append((algo, seed))
+            else:
+                runs[algo, seed] = found
+    if missing and "epymarl" not in args.systems:
+        print(f"asae compare-epymarl: warning: {len(missing)} EPyMARL run(s) missing (--systems leaves them out), "
+              f"first {missing[0][0]} seed {missing[0][1]}", file=sys.stderr)
+        missing = []
+    if missing and args.epymarl is None:
+        algo, seed = missing[0]
+        raise ConfigError(f"EPyMARL's {algo} seed {seed} (t_max {args.t_max}) is not in {kept}; "
+                          "give --epymarl CHECKOUT to find or run it")
+    logs = args.out / "logs"
+    for algo, seed in missing:
+        logs.mkdir(parents=True, exist_ok=True)
+        cmd = epymarl_command(args.epymarl_python, algo, seed, args.t_max, args.test_interval, args.test_episodes)
+        log = logs / f"epymarl-{algo}-seed{seed}.log"
+        print(f"[compare-epymarl] running EPyMARL {algo} seed {seed} (log: {log})", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        with open(log, "w") as out:
+            proc = subprocess.run(cmd, cwd=args.epymarl, stdout=out, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
+        found = find_epymarl_run(roots[1:], algo, seed, args)
+        if proc.returncode != 0 or found is None:
+            raise RunFailed(f"EPyMARL {algo} seed {seed} failed (exit {proc.returncode}); see {log}")
+        print(f"[compare-epymarl] EPyMARL {algo} seed {seed} done in {time.perf_counter() - start:.0f} s",
+              file=sys.stderr, flush=True)
+        runs[algo, seed] = found
+    out = {}
+    for (algo, seed), run_dir in runs.items():
+        dest = kept / algo / f"seed{seed}"
+        keep_epymarl_run(run_dir, dest)
+        warn_if_not_reference(dest, algo)
+        out[algo, seed] = dest
+    return out
+
+
+# --- our runs -------------------------------------------------------------------------------------
+def our_updates(algo: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    return {**COMMON, **OURS[algo], "algo": algo, "seed": seed, "t_max": args.t_max,
+            "test_interval": args.test_interval, "test_episodes": args.test_episodes}
+
+
+def our_runs(args: argparse.Namespace) -> dict[tuple[str, int], Path]:
+    """(algo, seed) -> our completed run's directory under OUT/ours, training the missing ones."""
+    from experiments import api
+
+    results = args.out / "ours"
+    if "ours" not in args.systems and not results.is_dir():
+        return {}
+    plans = {}
+    for algo in args.algos:  # resolve every config first: a bad key stops before any training
+        for seed in args.seeds:
+            updates = our_updates(algo, seed, args)
+            plans[algo, seed] = (updates, api.resolve_config(updates)["run_key"])
+    runs = {}
+    for (algo, seed), (updates, key) in plans.items():
+        done = [r for r in api.find_runs(results, key) if r.status == "COMPLETED"]
+        if not done and "ours" in args.systems:
+            print(f"[compare-epymarl] training ours: {algo} seed {seed}", file=sys.stderr, flush=True)
+            result = api.train(updates, results_dir=results, progress="log")
+            if result.status != "COMPLETED":
+                raise RunFailed(f"our {algo} seed {seed} ended {result.status} ({result.run_dir})")
+            done = [r for r in api.find_runs(results, key) if r.status == "COMPLETED"]
+        if done:
+            runs[algo, seed] = done[-1].run_dir
+    return runs
+
+
+# --- curves, scales, table, figure ----------------------------------------------------------------
+def _number(value: Any) -> float:
+    """A metric value as Sacred stores it: a number, or a jsonpickled numpy scalar {"py/object": ..., "value": x}."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    return float(value)
+
+
+def test_curve(run_dir: Path, metric: str = "test_return_mean") -> tuple[list[int], list[float]]:
+    """(t_env, value) of a Sacred run's test returns: metrics.json, else info.json (EPyMARL's
+    logger also keeps `<metric>` and `<metric>_T` there)."""
+    metrics = _load(run_dir / "metrics.json") or {}
+    if metric in metrics:
+        entry = metrics[metric]
+        return [int(s) for s in entry["steps"]], [_number(v) for v in entry["values"]]
+    info = _load(run_dir / "info.json") or {}
+    if metric in info and f"{metric}_T" in info:
+        return [int(s) for s in info[f"{metric}_T"]], [_number(v) for v in info[metric]]
+    raise ConfigError(f"{run_dir}: no {metric} in metrics.json or info.json")
+
+
+def throughput(run_dir: Path) -> dict[str, float]:
+    """From the Sacred metrics' timestamps, the same for both systems: the time from the first to the last
+    logged metric and the env steps per second over it (test episodes' time included, their steps not)."""
+    points = [(datetime.fromisoformat(ts), step) for m in (_load(run_dir / "metrics.json") or {}).values()
+              for ts, step in zip(m.get("timestamps", []), m.get("steps", []))]
+    if len(points) < 2:
+        return {"wall_s": float("nan"), "steps_per_s": float("nan")}
+    (t0, s0), (t1, s1) = min(points), max(points)
+    wall = (t1 - t0).total_seconds()
+    return {"wall_s": wall, "steps_per_s": (s1 - s0) / wall if wall > 0 else float("nan")}
+
+
+def curves_frame(runs: dict[str, dict[tuple[str, int], Path]]):
+    import pandas as pd
+
+    rows = []
+    for system, by_key in runs.items():
+        scale = SCALES[system]
+        for (algo, seed), run_dir in sorted(by_key.items()):
+            for t, raw in zip(*test_curve(run_dir)):
+                rows.append({"system": system, "algo": algo, "seed": seed, "t_env": t, "raw": raw,
+                             "per_agent_step": raw / scale.agent_steps,
+                             "gain_vs_random": (raw - scale.random_return) / abs(scale.random_return)})
+    return pd.DataFrame(rows, columns=["system", "algo", "seed", "t_env", "raw", "per_agent_step", "gain_vs_random"])
+
+
+def milestones(t_max: int) -> list[int]:
+    return [t_max * k // 4 for k in (1, 2, 3, 4)]
+
+
+def at_milestone(frame, t: int, tolerance: float):
+    """Per (system, algo, seed): the row of the test point nearest to ``t`` (none if farther than ``tolerance``)."""
+    dist = (frame["t_env"] - t).abs()
+    near = frame[dist <= tolerance].assign(_d=dist)
+    return near.sort_values("_d").groupby(["system", "algo", "seed"], as_index=False).first().drop(columns="_d")
+
+
+def _spread(values, fmt: str) -> str:
+    if len(values) == 0:
+        return "—"
+    return f"{fmt.format(values.mean())} [{fmt.format(values.min())}, {fmt.format(values.max())}]"
+
+
+def markdown_table(frame, speed: dict, args: argparse.Namespace) -> str:
+    import pandas as pd
+
+    label = {"epymarl": "EPyMARL", "ours": "ours"}
+    lines = [f"# MPE simple spread (N=3, 25-step episodes): EPyMARL vs ours, {args.t_max} env steps",
+             "",
+             "Test return per agent per rewarded step (EPyMARL: return / 72, 3 agents x 24 rewarded steps; ours: "
+             "return / 25, mean over agents of 25 steps) and gain over each system's own uniform-random return "
+             f"(EPyMARL {SCALES['epymarl'].random_return}, ours {SCALES['ours'].random_return}; both -1.06 per agent-step): "
+             "(return - random) / |random|. Mean [min, max] over seeds; each cell reads the test point nearest to "
+             "the step count (within half a test interval). Difference and ratio: ours' mean gain minus and over "
+             "EPyMARL's (the ratio only where EPyMARL's gain is positive).",
+             "",
+             "| algo | env steps | seeds (EPyMARL, ours) | EPyMARL return/agent-step | ours return/agent-step "
+             "| EPyMARL gain vs random | ours gain vs random | difference | ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for algo in args.algos:
+        for t in milestones(args.t_max):
+            cells = at_milestone(frame[frame["algo"] == algo], t, args.test_interval / 2)
+            by = {s: cells[cells["system"] == s] for s in SYSTEMS}
+            gains = {s: by[s]["gain_vs_random"] for s in SYSTEMS}
+            both = len(gains["ours"]) and len(gains["epymarl"])
+            diff = f"{gains['ours'].mean() - gains['epymarl'].mean():+.2f}" if both else "—"
+            ratio = f"{gains['ours'].mean() / gains['epymarl'].mean():.2f}" if both and gains["epymarl"].mean() > 0 else "—"
+            lines.append(f"| {algo} | {t:,} | {len(by['epymarl'])}, {len(by['ours'])} "
+                         f"| {_spread(by['epymarl']['per_agent_step'], '{:.3f}')} | {_spread(by['ours']['per_agent_step'], '{:.3f}')} "
+                         f"| {_spread(gains['epymarl'], '{:.2f}')} | {_spread(gains['ours'], '{:.2f}')} | {diff} | {ratio} |")
+    lines += ["", "Cost on this machine (from the runs' metric timestamps: time from the first to the last logged "
+                  "metric, and env steps per second over it, test episodes' time included, their steps not):", "",
+              "| system | algo | seeds | time (s) | env-steps/s |", "|---|---|---|---|---|"]
+    for (system, algo), values in sorted(speed.items()):
+        df = pd.DataFrame(values)
+        lines.append(f"| {label[system]} | {algo} | {len(df)} | {_spread(df['wall_s'], '{:.0f}')} "
+                     f"| {_spread(df['steps_per_s'], '{:.0f}')} |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(frame, args: argparse.Namespace):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(args.algos), figsize=(5 * len(args.algos), 3.6), squeeze=False)
+    colors = {"epymarl": "tab:orange", "ours": "tab:blue"}
+    for ax, algo in zip(axes.flat, args.algos):
+        for system in SYSTEMS:
+            part = frame[(frame["algo"] == algo) & (frame["system"] == system)]
+            if part.empty:
+                continue
+            grid = np.sort(part["t_env"].unique())
+            per_seed = np.stack([np.interp(grid, g["t_env"], g["gain_vs_random"])
+                                 for _, g in part.sort_values("t_env").groupby("seed")])
+            n = len(per_seed)
+            ax.plot(grid, per_seed.mean(0), color=colors[system], label=f"{'EPyMARL' if system == 'epymarl' else 'ours'} ({n} seed{'s' * (n != 1)})")
+            ax.fill_between(grid, per_seed.min(0), per_seed.max(0), color=colors[system], alpha=0.2, linewidth=0)
+        ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(f"{algo.upper()}, simple spread N=3")
+        ax.set_xlabel("env steps")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
+        ax.set_ylabel("test return gain over random")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_outputs(frame, speed: dict, args: argparse.Namespace) -> str:
+    import matplotlib.pyplot as plt
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(frame, speed, args)
+    _write_atomic(args.out / "curves.csv", lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
+    _write_atomic(args.out / "table.md", lambda p: p.write_text(table))
+    fig = figure(frame, args)
+    _write_atomic(args.out / "curves.png", lambda p: fig.savefig(p, format="png", dpi=120))
+    plt.close(fig)
+    return table
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    try:
+        runs = {"epymarl": epymarl_runs(args), "ours": our_runs(args)}
+    except RunFailed as exc:
+        print(f"asae compare-epymarl: {exc}", file=sys.stderr)
+        return 1
+    speed: dict[tuple[str, str], list[dict]] = {}
+    for system, by_key in runs.items():
+        for (algo, _), run_dir in by_key.items():
+            speed.setdefault((system, algo), []).append(throughput(run_dir))
+    table = write_outputs(curves_frame(runs), speed, args)
+    print(table, end="")
+    print(f"[compare-epymarl] wrote {args.out / 'curves.csv'}, {args.out / 'table.md'}, {args.out / 'curves.png'}",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    from experiments.cli import main as asae
+
+    sys.exit(asae(["compare-epymarl", *sys.argv[1:]]))
