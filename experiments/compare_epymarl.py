@@ -69,21 +69,21 @@ OURS: dict[str, dict[str, Any]] = {
     "coma": {
         "n_envs": 10,  # runner: parallel, batch_size_run: 10
         "batch_size": 10,  # batch_size: 10 episodes per update (buffer_size: 10, on-policy)
-        "lr": 3e-4,  # lr: 0.0003 (Adam; ours is Adam too)
+        "lr": 3e-4,  # lr: 0.0003
         "critic_lr": 3e-4,  # the critic's Adam uses the same lr
+        "learner.optimizer": "adam",  # coma_learner: Adam for actor and critic
         "gamma": 0.99,  # gamma: 0.99
         "learner.rnn_hidden_dim": 64,  # hidden_dim: 64, use_rnn: True (GRU agent)
         "learner.critic_hidden_dim": 64,  # hidden_dim: 64 (COMACritic: two hidden layers of hidden_dim)
-        "learner.critic_epochs": 1,  # _train_critic: one full-batch critic step per update
-        "learner.target_update_interval": 2000,  # target_update_interval_or_tau: 200 critic steps x 10 episodes
+        "learner.critic_train_mode": "batch",  # coma_learner takes one full-batch critic step per update
+        "learner.critic_epochs": 1,  # (critic_train_mode "seq" in coma.yaml is not read by its learner)
+        "learner.target_update_interval": 200,  # target_update_interval_or_tau: 200 critic steps
+        "learner.epsilon_start": 0.0,  # soft_policies selector: no epsilon floor
+        "learner.epsilon_finish": 0.0,
         "learner.entropy_coef": 0.001,  # entropy_coef: 0.001
         "learner.grad_norm_clip": 10.0,  # grad_norm_clip: 10
         "learner.obs_last_action": False,  # obs_last_action: False (obs_agent_id: True; ours always)
-        # TODO (keys ours does not have yet; EPyMARL's value):
-        # - optimizer: Adam for actor and critic (ours is Adam with no key; pin it once the key exists)
-        # - epsilon floor: none (soft_policies selector, no epsilon mixing): pin 0 once the key exists
-        # - critic_train_mode: "seq", critic_train_reps: 1; this coma_learner ignores both and takes one
-        #   full-batch step (critic_epochs=1 above); set ours' equivalent once critic_train_mode exists
+        # Not expressible in ours (EPyMARL's value):
         # - q_nstep: 10 with add_value_last_step: True (10-step critic targets); ours: TD(lambda), td_lambda
         # - standardise_rewards: True (running mean/std of rewards); ours: raw rewards
         # - the episode end is terminal (terminated=True at the time limit, no bootstrap); ours bootstraps
@@ -98,7 +98,7 @@ OURS: dict[str, dict[str, Any]] = {
         "lr": 5e-4,  # lr: 0.0005
         "gamma": 0.99,  # gamma: 0.99
         "learner.optimizer": "adam",  # q_learner: Adam (optim_alpha / optim_eps unused)
-        "learner.updates_per_train": 1,  # one gradient step per episode collected
+        "learner.updates_per_episode": 1.0,  # episode runner: one gradient step per episode collected
         "learner.buffer_size": 5000,  # buffer_size: 5000
         "learner.target_update_interval": 200,  # target_update_interval_or_tau: 200 gradient steps, i.e. 200
         #   episodes once the replay holds 32 (ours counts episodes from the start)
@@ -113,7 +113,7 @@ OURS: dict[str, dict[str, Any]] = {
         "learner.rnn_hidden_dim": 64,  # hidden_dim: 64
         "learner.grad_norm_clip": 10.0,  # grad_norm_clip: 10
         "learner.obs_last_action": False,  # obs_last_action: False
-        # TODO (keys ours does not have yet; EPyMARL's value):
+        # Not expressible in ours (EPyMARL's value):
         # - use_rnn: False (EPyMARL's QMIX agent is an MLP: fc-relu-fc-relu-fc); ours always a GRU
         # - standardise_rewards: True; ours: raw rewards
         # - the episode end is terminal (no bootstrap at the time limit); ours bootstraps

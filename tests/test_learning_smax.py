@@ -1,17 +1,18 @@
 """ASAE learns SMAX 3m: the greedy test win rate rises from 0 to clearly above a random policy's.
 
 Setup: the paper's learner (m = 10, clip 0.1, lr 1e-3 for actor and critic, gamma 0.99, SMAC reward
-scale, i.e. `smac_paper` but for the budget) with 32 vectorized envs, one episode per env per update;
-40k env steps (~2.8k episodes, ~90 updates), greedy test over 64 episodes every 10k steps and at t_env = 0.
-A uniform random policy wins none of the 3m battles against SMAX's heuristic (tests/test_smax_env.py).
+scale, i.e. `smac_paper` but for the budget) with PyMARL's defaults where the paper is silent (epsilon
+floor 0.5 -> 0.01 over 100k steps, RMSprop, per-step critic); 32 vectorized envs, one episode per env per
+update; 40k env steps (~2.8k episodes, ~90 updates), greedy test over 64 episodes every 10k steps.
+A uniform random policy wins none of the 3m battles against SMAX's heuristic (tests/test_smax_env.py);
+the scripted focus fire of tests/test_smax_env.py wins 0.49 (512 battles).
 
-Seen with seed 0 (test_battle_won_mean at t_env 0 / 10k / 20k / 30k / 40k, 64 test battles): 0.00, 0.44,
-0.45, 0.52, 0.50; the train win rate 0.00, 0.04, 0.30, 0.34, 0.43. Seeds 1 and 2 (32 test battles):
-0.00, 0.28, 0.47, 0.62, 0.50 and 0.00, 0.50, 0.41, 0.38, 0.56. Wall time 35-75 s on one core of the shared
-2-core machine (`pytest`: 36 s when quiet, 73 s under load; 1.1k-2.4k env-steps/s including learning;
-~8 s of it is compiling SMAX's reset and step). Longer runs stay near 50-58% up to 300k steps (the policy
-turns almost deterministic, entropy 0.004, and wins about as often as the scripted focus fire of
-tests/test_smax_env.py; docs/smac.md, "Reproducing Table 1"); the paper's ~100% on SMAC 3m is after 3M steps.
+Seen (test_battle_won_mean): seed 0 at 10k / 20k: 0.56, 0.47 (32 battles); seeds 0, 1, 2 at 25k-50k
+(64-100 battles): 0.42-0.53. The training win rate stays low in this budget: the floor still takes a
+random action 30% of the time at 40k. What this test does not assert, and why: ASAE's test win rate
+above the scripted focus fire's. With the paper's settings ASAE reaches the scripted level within 50k
+steps and stays there for hundreds of thousands of steps (its softmax saturates while the floor is
+large; docs/fidelity.md, "SMAX 3m"), so no test budget tells it apart from the script.
 """
 import json
 
@@ -37,4 +38,4 @@ def test_asae_learns_smax_3m(workdir):
     assert first <= RANDOM_WIN_RATE, won["values"]
     assert min(last_two) >= 0.3 and min(last_two) >= first + 0.25, won["values"]
     train_won = metrics["battle_won_mean"]["values"]
-    assert train_won[0] <= RANDOM_WIN_RATE and train_won[-1] >= 0.25, train_won
+    assert train_won[0] <= RANDOM_WIN_RATE and max(train_won) > train_won[0], train_won
