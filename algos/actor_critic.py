@@ -47,7 +47,9 @@ class ActorCriticConfig:
     optim_alpha: float = 0.99  # RMSprop smoothing constant
     optim_eps: float = 1e-5  # RMSprop epsilon
     grad_norm_clip: float = 10.0
-    entropy_coef: float = 0.0  # PyMARL's COMA has no entropy bonus (EPyMARL's: 0.001)
+    # Bonus on the entropy of the actor's own softmax (the floor's share is fixed). PyMARL's COMA has none
+    # (EPyMARL's: 0.001).
+    entropy_coef: float = 0.0
     obs_last_action: bool = True
 
     def check(self) -> None:
@@ -97,8 +99,11 @@ class CounterfactualActorCritic(Learner):
     def policy_log_probs(self, batch: EpisodeBatch, t_env: int, inputs: torch.Tensor | None = None) -> torch.Tensor:
         """log pi^a(.|tau^a_t) for every slot: [B, T+1, n, |U|], masked by availability, with the
         exploration floor at ``t_env`` (the policy that acted, as PyMARL's learner sees it)."""
-        logits = self.actor(self.actor_inputs(batch) if inputs is None else inputs)
-        return self.floored(masked_log_softmax(logits, batch.avail), batch.avail, t_env)
+        return self.floored(self.actor_log_softmax(batch, inputs), batch.avail, t_env)
+
+    def actor_log_softmax(self, batch: EpisodeBatch, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """The actor network's own masked log-softmax (no floor): [B, T+1, n, |U|]."""
+        return masked_log_softmax(self.actor(self.actor_inputs(batch) if inputs is None else inputs), batch.avail)
 
     def floored(self, logp: torch.Tensor, avail: torch.Tensor, t_env: int) -> torch.Tensor:
         return epsilon_floor(logp, avail, self.epsilon(t_env))

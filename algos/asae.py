@@ -56,11 +56,13 @@ class ASAE(CounterfactualActorCritic):
     description = "ASAE (the paper's method): marginal advantage over m joint-action samples + per-agent PPO clipping"
     Config = ASAEConfig
 
-    def actor_loss(self, logp: torch.Tensor, actions: torch.Tensor, logp_old_taken: torch.Tensor,
-                   advantages: torch.Tensor, mask: torch.Tensor):
+    def actor_loss(self, logp: torch.Tensor, logp_soft: torch.Tensor, actions: torch.Tensor,
+                   logp_old_taken: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor):
+        """The clipped surrogate on the acting (floored) policy ``logp``, minus the entropy bonus on the
+        actor's softmax ``logp_soft``. Returns (loss, softmax entropy, clip fraction)."""
         surrogate, clip_frac = clipped_surrogate_loss(at_executed(logp, actions), logp_old_taken, advantages, mask,
                                                       self.cfg.clip)
-        ent = masked_mean(entropy(logp[:, :-1]), mask)
+        ent = masked_mean(entropy(logp_soft[:, :-1]), mask)
         return surrogate - self.cfg.entropy_coef * ent, ent, clip_frac
 
     def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
@@ -80,11 +82,13 @@ class ASAE(CounterfactualActorCritic):
             for idx in episode_minibatches(batch.batch_size, cfg.minibatches):
                 idx = idx.to(self.device, non_blocking=True)  # one copy, not a GPU sync per indexed tensor
                 avail = batch.avail[idx]
-                logp = self.floored(masked_log_softmax(self.actor(inputs[idx]), avail), avail, t_env)
-                loss, entropy, clip_frac = self.actor_loss(logp, batch.actions[idx], logp_old_taken[idx], adv[idx],
-                                                           mask[idx])
+                logp_soft = masked_log_softmax(self.actor(inputs[idx]), avail)
+                logp = self.floored(logp_soft, avail, t_env)
+                loss, softmax_entropy, clip_frac = self.actor_loss(logp, logp_soft, batch.actions[idx],
+                                                                   logp_old_taken[idx], adv[idx], mask[idx])
                 grad_norm = self.step_actor(loss)
-        metrics.update({"actor_loss": loss.item(), "entropy": entropy.item(), "clip_frac": clip_frac.item(),
+        metrics.update({"actor_loss": loss.item(), "entropy": float(masked_mean(entropy(logp_old[:, :-1]), mask)),
+                        "entropy_softmax": softmax_entropy.item(), "clip_frac": clip_frac.item(),
                         "actor_grad_norm": float(grad_norm), "advantage_mean": float(masked_mean(advantages, mask))})
         metrics.update(self._synchrony_diagnostics(batch, t_env, logp_old, advantages, mask, inputs, base, samples))
         return metrics

@@ -25,17 +25,21 @@ class COMA(CounterfactualActorCritic):
     description = "COMA: centralised Q critic, counterfactual baseline, one policy-gradient step per batch"
     Config = COMAConfig
 
-    def actor_loss(self, logp: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor):
-        ent = masked_mean(entropy(logp[:, :-1]), mask)
+    def actor_loss(self, logp: torch.Tensor, logp_soft: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor,
+                   mask: torch.Tensor):
+        """-E[A log pi(u)] on the acting (floored) policy, minus the entropy bonus on the actor's softmax."""
+        ent = masked_mean(entropy(logp_soft[:, :-1]), mask)
         return -masked_mean(advantages * at_executed(logp, actions), mask) - self.cfg.entropy_coef * ent, ent
 
     def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
         batch = batch.to(self.device)
         metrics = self.train_critic(batch)
-        logp = self.policy_log_probs(batch, t_env)
+        logp_soft = self.actor_log_softmax(batch)
+        logp = self.floored(logp_soft, batch.avail, t_env)
         advantages = self.marginal_advantage(batch, logp.detach().exp(), m=1, kind="coma")
         mask = batch.filled.unsqueeze(-1)
-        loss, entropy = self.actor_loss(logp, batch.actions, advantages, mask)
+        loss, softmax_entropy = self.actor_loss(logp, logp_soft, batch.actions, advantages, mask)
         grad_norm = self.step_actor(loss)
-        return {**metrics, "actor_loss": loss.item(), "entropy": entropy.item(), "actor_grad_norm": float(grad_norm),
+        return {**metrics, "actor_loss": loss.item(), "entropy": float(masked_mean(entropy(logp.detach()[:, :-1]), mask)),
+                "entropy_softmax": softmax_entropy.item(), "actor_grad_norm": float(grad_norm),
                 "advantage_mean": float(masked_mean(advantages, mask))}

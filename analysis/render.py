@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
+from experiments.files import replace_whole  # noqa: F401  (analysis writes through it; report.py and figures.py import it here)
+
 DASH = "—"
-
-
-def replace_whole(path: Path, write: Callable[[Path], None]) -> Path:
-    """``write`` a temporary file beside ``path``, then rename it over ``path``: an interrupted report
-    leaves the previous file whole, never half of a new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def write_text(path: Path, text: str) -> Path:

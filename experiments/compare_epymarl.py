@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from envs.config import ConfigError
+from experiments.files import replace_whole
 
 SYSTEMS = ("epymarl", "ours")
 EPYMARL_KEY = "pz-mpe-simple-spread-v3"
@@ -61,6 +62,8 @@ class Scale:
     random_return: float
 
 
+METRICS = {"test_return_mean": "Test return (greedy for ours, sampled for EPyMARL's COMA)",
+           "return_mean": "Training return (both sample from the policy they learn)"}
 SCALES = {"epymarl": Scale(agent_steps=3 * 24, random_return=-76.1), "ours": Scale(agent_steps=25, random_return=-26.6)}
 
 # --- our settings per algorithm, read from EPyMARL (cbc38c0): src/config/default.yaml, envs/gymma.yaml,
@@ -119,6 +122,12 @@ OURS: dict[str, dict[str, Any]] = {
         # - the episode end is terminal (no bootstrap at the time limit); ours bootstraps
     },
 }
+# `--ours-settings reference`: our own defaults, i.e. PyMARL's settings (docs/fidelity.md), with the
+# episodes per update of PyMARL's runners (COMA: 8 parallel envs; QMIX: one step per episode, batch 32).
+OURS_REFERENCE: dict[str, dict[str, Any]] = {
+    "coma": {"n_envs": 8, "batch_size": 8},
+    "qmix": {"n_envs": 8, "batch_size": 32},
+}
 COMMON = {"env": OUR_ENV, "torch_threads": 1}
 
 # The EPyMARL settings the mappings above were read from. A run whose config.json differs is still used,
@@ -168,6 +177,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--test-episodes", type=int, default=100, help="episodes per test (default 100, EPyMARL's gymma default)")
     p.add_argument("--systems", type=_csv(str), default=list(SYSTEMS), help="which sides to run: epymarl,ours (default both)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    p.add_argument("--ours-settings", choices=("epymarl", "reference"), default="epymarl",
+                   help="our side with EPyMARL's settings mapped onto our keys (default) or with our reference "
+                        "defaults (PyMARL's settings)")
+    p.add_argument("--metric", choices=sorted(METRICS), default="test_return_mean",
+                   help="test_return_mean (default; EPyMARL's COMA samples its test actions, ours are greedy) or "
+                        "return_mean (training episodes: both systems sample from the policy they learn)")
     args = p.parse_args(argv)
     check_args(args)
     return args
@@ -324,7 +339,8 @@ def epymarl_runs(args: argparse.Namespace) -> dict[tuple[str, int], Path]:
 
 # --- our runs -------------------------------------------------------------------------------------
 def our_updates(algo: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    return {**COMMON, **OURS[algo], "algo": algo, "seed": seed, "t_max": args.t_max,
+    settings = OURS[algo] if args.ours_settings == "epymarl" else OURS_REFERENCE[algo]
+    return {**COMMON, **settings, "algo": algo, "seed": seed, "t_max": args.t_max,
             "test_interval": args.test_interval, "test_episodes": args.test_episodes}
 
 
@@ -387,14 +403,14 @@ def throughput(run_dir: Path) -> dict[str, float]:
     return {"wall_s": wall, "steps_per_s": (s1 - s0) / wall if wall > 0 else float("nan")}
 
 
-def curves_frame(runs: dict[str, dict[tuple[str, int], Path]]):
+def curves_frame(runs: dict[str, dict[tuple[str, int], Path]], metric: str = "test_return_mean"):
     import pandas as pd
 
     rows = []
     for system, by_key in runs.items():
         scale = SCALES[system]
         for (algo, seed), run_dir in sorted(by_key.items()):
-            for t, raw in zip(*test_curve(run_dir)):
+            for t, raw in zip(*test_curve(run_dir, metric)):
                 rows.append({"system": system, "algo": algo, "seed": seed, "t_env": t, "raw": raw,
                              "per_agent_step": raw / scale.agent_steps,
                              "gain_vs_random": (raw - scale.random_return) / abs(scale.random_return)})
@@ -424,7 +440,7 @@ def markdown_table(frame, speed: dict, args: argparse.Namespace) -> str:
     label = {"epymarl": "EPyMARL", "ours": "ours"}
     lines = [f"# MPE simple spread (N=3, 25-step episodes): EPyMARL vs ours, {args.t_max} env steps",
              "",
-             "Test return per agent per rewarded step (EPyMARL: return / 72, 3 agents x 24 rewarded steps; ours: "
+             f"{METRICS[args.metric]} per agent per rewarded step (EPyMARL: return / 72, 3 agents x 24 rewarded steps; ours: "
              "return / 25, mean over agents of 25 steps) and gain over each system's own uniform-random return "
              f"(EPyMARL {SCALES['epymarl'].random_return}, ours {SCALES['ours'].random_return}; both -1.06 per agent-step): "
              "(return - random) / |random|. Mean [min, max] over seeds; each cell reads the test point nearest to "
@@ -479,20 +495,11 @@ def figure(frame, args: argparse.Namespace):
         ax.set_title(f"{algo.upper()}, simple spread N=3")
         ax.set_xlabel("env steps")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 3))
-        ax.set_ylabel("test return gain over random")
+        ax.set_ylabel(f"{args.metric} gain over random")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_outputs(frame, speed: dict, args: argparse.Namespace) -> str:
@@ -500,12 +507,23 @@ def write_outputs(frame, speed: dict, args: argparse.Namespace) -> str:
 
     args.out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(frame, speed, args)
-    _write_atomic(args.out / "curves.csv", lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
-    _write_atomic(args.out / "table.md", lambda p: p.write_text(table))
-    fig = figure(frame, args)
-    _write_atomic(args.out / "curves.png", lambda p: fig.savefig(p, format="png", dpi=120))
-    plt.close(fig)
+    for path in output_paths(args):
+        if path.suffix == ".csv":
+            replace_whole(path, lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
+        elif path.suffix == ".md":
+            replace_whole(path, lambda p: p.write_text(table))
+        else:
+            fig = figure(frame, args)
+            replace_whole(path, lambda p: fig.savefig(p, format="png", dpi=120))
+            plt.close(fig)
     return table
+
+
+def output_paths(args: argparse.Namespace) -> list[Path]:
+    """curves.csv, table.md, curves.png for test returns; the same names suffixed with the metric otherwise."""
+    suffix = ("" if args.metric == "test_return_mean" else f"_{args.metric}") + \
+        ("" if args.ours_settings == "epymarl" else f"_ours_{args.ours_settings}")
+    return [args.out / f"curves{suffix}.csv", args.out / f"table{suffix}.md", args.out / f"curves{suffix}.png"]
 
 
 def main(argv: list[str]) -> int:
@@ -519,10 +537,9 @@ def main(argv: list[str]) -> int:
     for system, by_key in runs.items():
         for (algo, _), run_dir in by_key.items():
             speed.setdefault((system, algo), []).append(throughput(run_dir))
-    table = write_outputs(curves_frame(runs), speed, args)
+    table = write_outputs(curves_frame(runs, args.metric), speed, args)
     print(table, end="")
-    print(f"[compare-epymarl] wrote {args.out / 'curves.csv'}, {args.out / 'table.md'}, {args.out / 'curves.png'}",
-          file=sys.stderr)
+    print(f"[compare-epymarl] wrote {', '.join(str(p) for p in output_paths(args))}", file=sys.stderr)
     return 0
 
 

@@ -23,3 +23,15 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], keep_previous: P
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_whole(path: Path, write: Callable[[Path], None]) -> Path:
+    """For writers that take a path (pandas, matplotlib): ``write`` a temporary file beside ``path``, then
+    rename it over ``path``, so an interrupted write leaves the previous file whole, never half a new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
