@@ -45,11 +45,20 @@ def asae(*args: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess.Co
     return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def read_json(path: Path) -> dict:
+    """A run file as far as it is written: {} while missing or while Sacred is rewriting it in place (its
+    FileStorageObserver does not write through a temporary file, so a poll can see half a file)."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
 def runs_of(results: Path) -> list[dict]:
     """Every Sacred run under results/runs: id, status, run_key, config, metrics (if flushed), info."""
     out = []
     for run_dir in sorted((results / "runs").glob("[0-9]*"), key=lambda p: int(p.name)):
-        read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else {}  # noqa: E731
+        read = lambda name: read_json(run_dir / name)  # noqa: E731
         config, run = read("config.json"), read("run.json")
         out.append({"dir": run_dir, "status": run.get("status"), "run_key": config.get("run_key"), "config": config,
                     "metrics": read("metrics.json"), "info": read("info.json")})
