@@ -123,9 +123,8 @@ class CounterfactualActorCritic(Learner):
         if self.cfg.critic_train_mode == "seq":
             # PyMARL: one step per time step, latest first, on the rows of that step across episodes
             counts = torch.bincount(real[1], minlength=batch.max_t).tolist()  # one host sync
-            order = torch.argsort(real[1], stable=True)
-            ends = torch.tensor(counts).cumsum(0).tolist()
-            steps = [order[end - count:end] for count, end in zip(counts, ends) if count][::-1]
+            by_time = torch.argsort(real[1], stable=True).split(counts)
+            steps = [rows_t for rows_t in reversed(by_time) if rows_t.numel()]
         else:
             steps = [None] * self.cfg.critic_epochs
         losses, grad_norms = [], []  # tensors until the end: converting each would sync a GPU once per step

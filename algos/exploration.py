@@ -9,8 +9,8 @@ global RNG, whose state the trainer checkpoints, so a resumed run explores exact
 Epsilon floor (PyMARL's BasicMAC for ``pi_logits`` agents; ``networks.epsilon_floor``): the policy is
 (1 - eps) pi + eps uniform over the available actions, eps on the same kind of linear schedule (COMA:
 0.5 -> 0.01 over 100k env steps). It is the policy the agents act with AND the one the learner
-differentiates and builds its baselines from, so every action keeps probability >= eps / |available|
-while eps is large: the policy cannot turn deterministic early.
+differentiates and builds its baselines from, so every action is taken with probability >= eps /
+|available|. The actor's own softmax can still saturate under it (docs/fidelity.md, "SMAX 3m").
 """
 from __future__ import annotations
 

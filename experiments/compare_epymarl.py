@@ -27,7 +27,6 @@ point nearest to it, within half a test interval.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from envs.config import ConfigError
-from experiments.files import replace_whole
+from experiments.files import read_json, replace_whole
 
 SYSTEMS = ("epymarl", "ours")
 EPYMARL_KEY = "pz-mpe-simple-spread-v3"
@@ -233,17 +232,10 @@ def epymarl_command(python: Path, algo: str, seed: int, t_max: int, test_interva
             f"runner_log_interval={log_every}", f"learner_log_interval={log_every}", f"seed={seed}"]
 
 
-def _load(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def is_wanted_run(run_dir: Path, algo: str, seed: int, t_max: int, test_interval: int, test_episodes: int) -> bool:
     """Its config is this run's, and it got to its last test (run.json is not kept in copies: the curve
     tells a finished run from an interrupted one)."""
-    config = _load(run_dir / "config.json")
+    config = read_json(run_dir / "config.json")
     if not isinstance(config, dict):
         return False
     env_args = config.get("env_args") or {}
@@ -285,7 +277,7 @@ def keep_epymarl_run(src: Path, dest: Path) -> None:
 
 
 def warn_if_not_reference(run_dir: Path, algo: str) -> None:
-    config = _load(run_dir / "config.json") or {}
+    config = read_json(run_dir / "config.json") or {}
     diff = {k: config.get(k) for k, v in REFERENCE[algo].items() if config.get(k) != v}
     if diff:
         print(f"asae compare-epymarl: warning: EPyMARL run {run_dir} differs from the settings OURS[{algo!r}] was "
@@ -381,11 +373,11 @@ def _number(value: Any) -> float:
 def test_curve(run_dir: Path, metric: str = "test_return_mean") -> tuple[list[int], list[float]]:
     """(t_env, value) of a Sacred run's test returns: metrics.json, else info.json (EPyMARL's
     logger also keeps `<metric>` and `<metric>_T` there)."""
-    metrics = _load(run_dir / "metrics.json") or {}
+    metrics = read_json(run_dir / "metrics.json") or {}
     if metric in metrics:
         entry = metrics[metric]
         return [int(s) for s in entry["steps"]], [_number(v) for v in entry["values"]]
-    info = _load(run_dir / "info.json") or {}
+    info = read_json(run_dir / "info.json") or {}
     if metric in info and f"{metric}_T" in info:
         return [int(s) for s in info[f"{metric}_T"]], [_number(v) for v in info[metric]]
     raise ConfigError(f"{run_dir}: no {metric} in metrics.json or info.json")
@@ -394,7 +386,7 @@ def test_curve(run_dir: Path, metric: str = "test_return_mean") -> tuple[list[in
 def throughput(run_dir: Path) -> dict[str, float]:
     """From the Sacred metrics' timestamps, the same for both systems: the time from the first to the last
     logged metric and the env steps per second over it (test episodes' time included, their steps not)."""
-    points = [(datetime.fromisoformat(ts), step) for m in (_load(run_dir / "metrics.json") or {}).values()
+    points = [(datetime.fromisoformat(ts), step) for m in (read_json(run_dir / "metrics.json") or {}).values()
               for ts, step in zip(m.get("timestamps", []), m.get("steps", []))]
     if len(points) < 2:
         return {"wall_s": float("nan"), "steps_per_s": float("nan")}

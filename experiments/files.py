@@ -1,9 +1,10 @@
 """Files written whole or not at all."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Any, BinaryIO, Callable
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None], keep_previous: Path | None = None) -> None:
@@ -35,3 +36,12 @@ def replace_whole(path: Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's content, or None while it is missing, unreadable or not whole JSON: Sacred and the
+    sweeps rewrite some files in place, so a reader polling them can meet half a file."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

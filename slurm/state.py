@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+from experiments.files import read_json
+
 STATE_FILE = "state.json"
 STATUSES = ("pending", "running", "completed", "failed", "interrupted")
 # SLURM job states (squeue/sacct) grouped by what they mean for a run.
@@ -131,15 +133,8 @@ def local_job_alive(entry: Mapping[str, Any]) -> bool | None:
 
 
 # --- runs on disk ---------------------------------------------------------------------------------
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def heartbeat_age_s(run_dir: Path) -> float | None:
-    run = _read_json(run_dir / "run.json") or {}
+    run = read_json(run_dir / "run.json") or {}
     beat = run.get("heartbeat") or run.get("start_time")
     if not beat:
         return None
@@ -154,7 +149,7 @@ def heartbeat_age_s(run_dir: Path) -> float | None:
 
 def last_t_env(run_dir: Path) -> int:
     """How far a run got: the last step it logged (metrics.json; step = t_env)."""
-    metrics = _read_json(run_dir / "metrics.json") or {}
+    metrics = read_json(run_dir / "metrics.json") or {}
     steps = [s for m in metrics.values() if isinstance(m, dict) for s in m.get("steps", [])[-1:]]
     return int(max(steps)) if steps else 0
 
@@ -229,7 +224,7 @@ def _records_by_key(results_dir: str | Path, run_keys: Sequence[str], find_runs)
     keys_on_disk = set()
     if root.is_dir():
         for config in root.glob("*/config.json"):
-            key = (_read_json(config) or {}).get("run_key")
+            key = (read_json(config) or {}).get("run_key")
             if key in wanted:
                 keys_on_disk.add(key)
     return {k: find_runs(results_dir, k) for k in keys_on_disk}

@@ -1,7 +1,6 @@
 """Shared by the sweep and SLURM tests: tiny presets, the local SLURM cluster fixture, run checks."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -9,6 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from experiments.files import read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "slurm" / "local_cluster.sh"
@@ -45,20 +46,11 @@ def asae(*args: str, cwd: Path, timeout: float = 300, **kwargs) -> subprocess.Co
     return subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
-def read_json(path: Path) -> dict:
-    """A run file as far as it is written: {} while missing or while Sacred is rewriting it in place (its
-    FileStorageObserver does not write through a temporary file, so a poll can see half a file)."""
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
 def runs_of(results: Path) -> list[dict]:
     """Every Sacred run under results/runs: id, status, run_key, config, metrics (if flushed), info."""
     out = []
     for run_dir in sorted((results / "runs").glob("[0-9]*"), key=lambda p: int(p.name)):
-        read = lambda name: read_json(run_dir / name)  # noqa: E731
+        read = lambda name: read_json(run_dir / name) or {}  # noqa: E731  (half a file while Sacred rewrites it)
         config, run = read("config.json"), read("run.json")
         out.append({"dir": run_dir, "status": run.get("status"), "run_key": config.get("run_key"), "config": config,
                     "metrics": read("metrics.json"), "info": read("info.json")})
