@@ -12,7 +12,8 @@ Contract (the runner relies on it):
   Envs never auto-reset: once ``done`` (terminated or truncated) for env b, further steps are allowed
   and their outputs are ignored by the runner, but must be finite.
 - ``terminated`` means a true terminal state (no bootstrap); ``truncated`` means the episode limit
-  was hit (bootstrap from the next state). The observation returned on the final step is the real
+  was hit (bootstrap from the next state). With ``env.timeout="terminal"`` (``TimeLimitAsTerminal``)
+  the limit is reported as terminal instead, as PyMARL and EPyMARL treat it. The observation returned on the final step is the real
   final observation, not the first of a new episode.
 - All tensors are CPU torch tensors: float32 obs/state/reward, bool masks, float32 info values.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Literal, Mapping
 
 import torch
 
@@ -95,3 +96,38 @@ class VecEnv(abc.ABC):
     @property
     def n_envs(self) -> int:
         return self.info.n_envs
+
+
+TIMEOUTS = ("truncation", "terminal")
+Timeout = Literal["truncation", "terminal"]
+
+
+def timeout_as_terminal(result: StepResult) -> StepResult:
+    """The step with the episode limit reported as a terminal state: no bootstrap past it."""
+    return StepResult(obs=result.obs, reward=result.reward, terminated=result.terminated | result.truncated,
+                      truncated=torch.zeros_like(result.truncated), info=result.info)
+
+
+class TimeLimitAsTerminal(VecEnv):
+    """``env.timeout="terminal"`` for an env that reports its limit as truncation (the MPE tasks): the
+    episode limit then ends an episode like a terminal state, as PyMARL and EPyMARL treat it (their
+    runners set terminated at the time limit; EPyMARL's gym wrapper too). Targets do not bootstrap
+    from the state at the limit. Everything else passes through."""
+
+    def __init__(self, env: VecEnv):
+        self.env = env
+        self.info = env.info
+
+    def reset(self, seeds: list[int]) -> dict[str, TeamObs]:
+        return self.env.reset(seeds)
+
+    def step(self, actions: Mapping[str, torch.Tensor]) -> StepResult:
+        return timeout_as_terminal(self.env.step(actions))
+
+    def close(self) -> None:
+        self.env.close()
+
+    def __getattr__(self, name: str):  # env-specific helpers (e.g. for tests and scripts)
+        if name == "env":
+            raise AttributeError(name)
+        return getattr(self.env, name)

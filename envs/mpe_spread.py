@@ -8,7 +8,8 @@ N agents cover N landmarks. The team reward is the mean of mpe2's per-agent rewa
 (1 - local_ratio) * (-sum of landmark-to-nearest-agent distances) + local_ratio * mean collision penalty.
 With ``sight_range`` set, the env is partially observable as in the paper: landmarks and agents
 farther than the range are zeroed in an agent's observation (and flagged unseen); the global state
-(all positions and velocities) stays complete. Episodes end by truncation at ``episode_limit``.
+(all positions and velocities) stays complete. Episodes end by truncation at ``episode_limit`` (``timeout="terminal"``:
+as a terminal state, PyMARL's and EPyMARL's treatment).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Literal, Mapping, Optional
 import numpy as np
 import torch
 
-from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, VecEnv
+from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, TimeLimitAsTerminal, Timeout, VecEnv
 from envs.config import require
 from envs import mpe_physics as physics
 from envs.mpe_common import apply_spread_sight, mpe2_rng, others_index, spread_state, spread_visibility
@@ -35,6 +36,9 @@ class Config:
     sight_range: Optional[float] = None  # None: fully observable
     local_ratio: float = 0.5
     backend: Literal["mpe2", "batched"] = "batched"  # batched: mpe2 re-implemented in numpy over all envs (exact, ~40x faster)
+    # truncation: the episode limit is a time limit, bootstrapped (mpe2 reports it as truncation);
+    # terminal: it ends the episode like a terminal state, as PyMARL's and EPyMARL's runners treat it
+    timeout: Timeout = "truncation"
 
     def check(self) -> None:
         require(2 <= self.n_agents <= 10, f"env.n_agents={self.n_agents} is not valid; use 2 to 10 (paper: 3, 4, 5)")
@@ -197,5 +201,7 @@ def backend_name(cfg: Config) -> str:
 
 def make(cfg: Config, n_envs: int) -> VecEnv:
     if cfg.backend == "batched":
-        return BatchedSpread(cfg, n_envs)
-    return PettingZooSpread(cfg, n_envs)
+        env: VecEnv = BatchedSpread(cfg, n_envs)
+    else:
+        env = PettingZooSpread(cfg, n_envs)
+    return TimeLimitAsTerminal(env) if cfg.timeout == "terminal" else env

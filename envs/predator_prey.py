@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from envs import mpe_physics as physics
-from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, VecEnv
+from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, TimeLimitAsTerminal, Timeout, VecEnv
 from envs.config import require
 from envs.mpe_common import mpe2_rng, others_index
 
@@ -74,6 +74,9 @@ class Config:
     capture_bonus: float = 10.0
     capture_penalty: float = 10.0
     centre_penalty_coef: float = 0.5
+    # truncation: the episode limit is a time limit, bootstrapped (mpe2 reports it as truncation);
+    # terminal: it ends the episode like a terminal state, as PyMARL's and EPyMARL's runners treat it
+    timeout: Timeout = "truncation"
 
     def check(self) -> None:
         require(1 <= self.n_predators <= 10, f"env.n_predators={self.n_predators} is not valid; use 1 to 10")
@@ -225,4 +228,5 @@ def backend_name(cfg: Config) -> str:
 
 
 def make(cfg: Config, n_envs: int) -> VecEnv:
-    return PredatorPrey(cfg, n_envs)
+    env = PredatorPrey(cfg, n_envs)
+    return TimeLimitAsTerminal(env) if cfg.timeout == "terminal" else env

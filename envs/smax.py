@@ -44,7 +44,7 @@ from typing import Literal, Mapping, Optional
 import numpy as np
 import torch
 
-from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, VecEnv
+from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, VecEnv, timeout_as_terminal
 from envs.config import ConfigError, require
 from envs.smac_maps import (
     SMAC_MAPS,
@@ -239,16 +239,14 @@ class SMAXVecEnv(VecEnv):
         acts = actions["team"].detach().to(device="cpu", dtype=torch.int32).numpy()
         (self._keys, self._state, obs, world, avail, reward, terminated, truncated,
          won) = self._k.step(self._keys, self._state, acts, self._limit)
-        terminated, truncated = _torch(terminated), _torch(truncated)
-        if self.cfg.timeout == "terminal":
-            terminated, truncated = terminated | truncated, torch.zeros_like(truncated)
-        return StepResult(
+        result = StepResult(
             obs={"team": TeamObs(_torch(obs), _torch(world), _torch(avail))},
             reward={"team": _torch(reward)},
-            terminated=terminated,
-            truncated=truncated,
+            terminated=_torch(terminated),
+            truncated=_torch(truncated),
             info={"battle_won": _torch(won)},
         )
+        return timeout_as_terminal(result) if self.cfg.timeout == "terminal" else result
 
     def unit_alive(self) -> np.ndarray:
         """[B, n_allies + n_enemies] bool: which units are alive now (allies first); for tests and scripts."""

@@ -101,3 +101,29 @@ def test_config_rejects_unknown_backend_and_bad_values():
         env_config({"name": "mpe_spread", "backend": "jax"})
     with pytest.raises(ConfigError, match="sight_range"):
         env_config({"name": "mpe_spread", "sight_range": 0})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_timeout_terminal_ends_the_episode_at_its_limit_as_a_terminal_state(backend):
+    """env.timeout: truncation (default, bootstrapped) or terminal (PyMARL's and EPyMARL's treatment);
+    nothing else of the step changes."""
+    ends = {}
+    for timeout in ("truncation", "terminal"):
+        env = make_env({"name": "mpe_spread", "backend": backend, "episode_limit": LIMIT, "timeout": timeout}, B)
+        env.reset([4, 5, 6])
+        rng = np.random.default_rng(0)
+        steps = []
+        for _ in range(LIMIT):
+            res = env.step({"team": torch.from_numpy(rng.integers(0, 5, (B, 3)))})
+            steps.append((res.terminated.clone(), res.truncated.clone(), res.reward["team"], res.obs["team"].obs))
+        ends[timeout] = steps
+    for t, (plain, terminal) in enumerate(zip(ends["truncation"], ends["terminal"])):
+        last = t == LIMIT - 1
+        assert plain[0].tolist() == [False] * B and plain[1].tolist() == [last] * B
+        assert terminal[0].tolist() == [last] * B and terminal[1].tolist() == [False] * B
+        assert torch.equal(plain[2], terminal[2]) and torch.equal(plain[3], terminal[3])
+
+
+def test_timeout_rejects_other_values():
+    with pytest.raises(ConfigError, match="timeout"):
+        env_config({"name": "mpe_spread", "timeout": "bootstrap"})

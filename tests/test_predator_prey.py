@@ -190,3 +190,21 @@ def test_config_validation():
     for bad in ({"n_prey": 0}, {"sight_range": -1.0}, {"capture_bonus": -1}, {"arena": 2}):
         with pytest.raises(ConfigError):
             env_config({"name": "predator_prey", **bad})
+
+
+def test_timeout_terminal_reports_the_limit_as_terminal():
+    """With env.timeout=terminal, episodes that reach the limit end terminated, not truncated; episodes
+    ended by captures end the same under both settings."""
+    ends = {}
+    for timeout in ("truncation", "terminal"):
+        env = game(6, n_predators=3, n_prey=1, episode_limit=12, timeout=timeout)
+        env.reset(list(range(6)))
+        rng = np.random.default_rng(1)
+        for _ in range(12):
+            res = env.step(random_actions(env, rng))
+        ends[timeout] = (res.terminated, res.truncated)
+    (term, trunc), (term_t, trunc_t) = ends["truncation"], ends["terminal"]
+    assert bool(trunc.any()), "no episode reached the limit: the test would check nothing"
+    assert torch.equal(term_t, term | trunc) and not bool(trunc_t.any())
+    with pytest.raises(ConfigError, match="timeout"):
+        env_config({"name": "predator_prey", "timeout": "never"})
