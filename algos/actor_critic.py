@@ -18,7 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from algos.base import Common, Learner, PolicyController, make_optimizer
+from algos.base import Common, Learner, PolicyController, RewardStandardiser, make_optimizer
 from algos.batch import EpisodeBatch
 from algos.critic import CentralQCritic, slot_index, td_lambda_targets
 from algos.exploration import LinearSchedule
@@ -51,6 +51,9 @@ class ActorCriticConfig:
     # (EPyMARL's: 0.001).
     entropy_coef: float = 0.0
     obs_last_action: bool = True
+    # EPyMARL's standardise_rewards (its default; PyMARL has none): the critic's targets and the "td"
+    # advantage use (r - mean) / std with running moments of the rewards trained on.
+    standardise_rewards: bool = False
 
     def check(self) -> None:
         require(0.0 <= self.td_lambda <= 1.0, f"learner.td_lambda={self.td_lambda} must be in [0, 1]")
@@ -75,7 +78,7 @@ class MarginalSamples(NamedTuple):
 
 class CounterfactualActorCritic(Learner):
     state_attrs = ("actor", "critic", "target_critic", "actor_opt", "critic_opt", "critic_steps",
-                   "last_target_update_step")
+                   "last_target_update_step", "reward_standardiser")
 
     def __init__(self, spec: TeamSpec, cfg: Any, common: Common):
         super().__init__(spec, cfg, common)
@@ -90,8 +93,14 @@ class CounterfactualActorCritic(Learner):
         self.controller = PolicyController(self.actor, spec, self.device, cfg.obs_last_action, self.epsilon)
         self.critic_steps = 0
         self.last_target_update_step = 0
+        self.reward_standardiser = RewardStandardiser() if cfg.standardise_rewards else None
 
     # --- pieces -----------------------------------------------------------------------------------
+    def prepare(self, batch: EpisodeBatch) -> EpisodeBatch:
+        """The batch on the learner's device, its rewards standardised when ``standardise_rewards``."""
+        batch = batch.to(self.device)
+        return batch if self.reward_standardiser is None else self.reward_standardiser.apply(batch)
+
     def actor_inputs(self, batch: EpisodeBatch) -> torch.Tensor:
         """The actor's inputs for every slot (parameter-free: build once per update, index per minibatch)."""
         return batch_agent_inputs(batch, self.cfg.obs_last_action)

@@ -67,7 +67,7 @@ class ASAE(CounterfactualActorCritic):
 
     def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
         cfg = self.cfg
-        batch = batch.to(self.device)
+        batch = self.prepare(batch)
         metrics = self.train_critic(batch)
         mask = batch.filled.unsqueeze(-1)
         inputs = self.actor_inputs(batch)  # built once: every epoch and the diagnostics reuse them

@@ -8,7 +8,7 @@ data, counters).
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Literal
 
 import torch
@@ -154,3 +154,35 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of x over entries where mask is 1 (mask broadcast to x)."""
     mask = mask.expand_as(x)
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+class RewardStandardiser:
+    """EPyMARL's ``standardise_rewards``: each reward becomes (r - running mean) / running std, the
+    moments accumulated over every batch the learner trains on (Chan et al.'s parallel update, as
+    EPyMARL's RunningMeanStd; initial mean 0, variance 1, count 1e-4). Unlike EPyMARL's, only real
+    steps (``filled``) enter the moments and are standardised; padding stays 0."""
+
+    def __init__(self) -> None:
+        self.mean, self.var, self.count = 0.0, 1.0, 1e-4
+
+    def __call__(self, reward: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
+        real = reward[filled.bool()].double()
+        n = real.numel()
+        if n:
+            batch_mean = float(real.mean())
+            batch_var = float(real.var()) if n > 1 else 0.0  # torch.var: unbiased, as EPyMARL's
+            delta, total = batch_mean - self.mean, self.count + n
+            self.var = (self.var * self.count + batch_var * n + delta ** 2 * self.count * n / total) / total
+            self.mean += delta * n / total
+            self.count = total
+        return (reward - self.mean) / max(self.var, 1e-12) ** 0.5 * filled
+
+    def apply(self, batch: EpisodeBatch) -> EpisodeBatch:
+        """``batch`` with its rewards standardised (the moments updated with them first)."""
+        return replace(batch, reward=self(batch.reward, batch.filled))
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "var": self.var, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.mean, self.var, self.count = state["mean"], state["var"], state["count"]

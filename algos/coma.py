@@ -32,7 +32,7 @@ class COMA(CounterfactualActorCritic):
         return -masked_mean(advantages * at_executed(logp, actions), mask) - self.cfg.entropy_coef * ent, ent
 
     def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
-        batch = batch.to(self.device)
+        batch = self.prepare(batch)
         metrics = self.train_critic(batch)
         logp_soft = self.actor_log_softmax(batch)
         logp = self.floored(logp_soft, batch.avail, t_env)

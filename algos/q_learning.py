@@ -15,6 +15,9 @@ unless the episode terminated (a time-limit truncation bootstraps, a terminal st
 double Q the ONLINE network picks argmax_u Q(tau_{t+1}, u) among the actions available at t+1, and the
 target network evaluates that action. The loss averages squared TD errors over ``filled`` steps only.
 
+``standardise_rewards`` (EPyMARL's default, off here as in PyMARL): each sampled batch's rewards update
+running moments and are replaced by (r - mean) / std before the targets are built.
+
 Optimizer: PyMARL's RMSprop (alpha 0.99, eps 1e-5) by default; ``optimizer=adam`` is EPyMARL's choice.
 Learning rate = the top-level ``lr`` (PyMARL: 5e-4).
 """
@@ -27,7 +30,7 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
-from algos.base import Common, Learner, clip_grad, make_optimizer, masked_mean
+from algos.base import Common, Learner, RewardStandardiser, clip_grad, make_optimizer, masked_mean
 from algos.batch import EpisodeBatch
 from algos.exploration import EpsilonGreedyController, LinearSchedule
 from algos.networks import RNNAgent, agent_input_dim, at_executed, batch_agent_inputs, greedy_available
@@ -54,6 +57,9 @@ class QLearningConfig:
     # Gradient steps per collected episode, each on a fresh replay sample: PyMARL's episode runner takes
     # one; 1 / n_envs is its parallel runner's one step per n_envs episodes.
     updates_per_episode: float = 1.0
+    # EPyMARL's standardise_rewards (its default; PyMARL has none): train on (r - mean) / std with running
+    # moments of the rewards of the sampled batches.
+    standardise_rewards: bool = False
 
     def check(self) -> None:
         for name in ("rnn_hidden_dim", "buffer_size", "target_update_interval", "n_step"):
@@ -99,7 +105,7 @@ def n_step_targets(batch: EpisodeBatch, next_values: torch.Tensor, gamma: float,
 
 class QLearner(Learner):
     state_attrs = ("agent", "target_agent", "mixer", "target_mixer", "optimizer", "replay", "last_target_update_episode",
-                   "updates", "update_credit")
+                   "updates", "update_credit", "reward_standardiser")
 
     on_policy = False
 
@@ -126,6 +132,7 @@ class QLearner(Learner):
         self.last_target_update_episode = 0
         self.updates = 0
         self.update_credit = 0.0  # gradient steps earned by collected episodes, not yet taken
+        self.reward_standardiser = RewardStandardiser() if cfg.standardise_rewards else None
 
     # --- pieces -----------------------------------------------------------------------------------
     def agent_q(self, net: RNNAgent, batch: EpisodeBatch) -> torch.Tensor:
@@ -154,6 +161,8 @@ class QLearner(Learner):
         return chosen, targets, mask
 
     def update(self, batch: EpisodeBatch) -> dict[str, float]:
+        if self.reward_standardiser is not None:
+            batch = self.reward_standardiser.apply(batch)
         chosen, targets, mask = self.td_terms(batch)
         loss = masked_mean((chosen - targets) ** 2, mask)
         self.optimizer.zero_grad()

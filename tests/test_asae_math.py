@@ -1,4 +1,5 @@
 """The ASAE math of DESIGN.md, checked against COMA and against exact enumeration."""
+import dataclasses
 import itertools
 
 import pytest
@@ -240,3 +241,20 @@ def test_gumbel_max_draws_follow_the_masked_policy_and_never_pick_unavailable_ac
     freq = torch.stack([torch.bincount(draws[:, r], minlength=4).float() / n for r in range(2)])
     expected = torch.tensor([[0.25, 0.0, 0.5, 0.25], [0.0, 0.5, 0.0, 0.5]])  # renormalised / uniform fallback
     torch.testing.assert_close(freq, expected, atol=0.01, rtol=0)
+
+
+@pytest.mark.parametrize("cls", [COMA, ASAE])
+def test_standardised_rewards_make_the_actor_critic_update_blind_to_reward_scale_and_offset(cls):
+    """standardise_rewards (EPyMARL's): rewards r and 10 r + 5 give the same critic and actor update (up
+    to the moments' prior); raw rewards do not."""
+    batch = random_batch(seed=5)
+    scaled = dataclasses.replace(batch, reward=(batch.reward * 10 + 5) * batch.filled)
+    for standardise in (True, False):
+        a, b = make(cls, standardise_rewards=standardise), make(cls, standardise_rewards=standardise)
+        torch.manual_seed(7)
+        a.train(batch, t_env=0, episodes=4)
+        torch.manual_seed(7)  # the same marginal-advantage draws
+        b.train(scaled, t_env=0, episodes=4)
+        gap = max(float((p - q).detach().abs().max()) for net in ("actor", "critic")
+                  for p, q in zip(getattr(a, net).parameters(), getattr(b, net).parameters()))
+        assert (gap < 1e-4) == standardise, gap
