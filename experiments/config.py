@@ -20,6 +20,16 @@ NON_IDENTITY_KEYS = frozenset({
     "run_key", "resume_from", "device", "torch_threads", "progress", "log_interval", "checkpoint_interval", "env_info", "tags",
 })
 
+# Options added after runs were completed and committed, each with the value that reproduces what runs
+# did before the option existed. While a run holds that value the option stays out of its identity, so
+# adding an option does not orphan the runs a sweep already has (results/reproduction/runs). A run that
+# sets another value gets a new key, as it computes something new. Changing a default is not this: the
+# new default differs from the recorded value, so the runs' keys change, as they must.
+ADDED_LATER: dict[tuple[str, ...], Any] = {
+    ("env", "timeout"): "truncation",  # mpe: episodes ending at max_cycles bootstrapped, as before the option
+    ("learner", "standardise_rewards"): False,  # iql, vdn, qmix: raw rewards, as before the option
+}
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -90,12 +100,28 @@ def validate(config: Mapping[str, Any]) -> RunConfig:
 def run_key(config: Mapping[str, Any]) -> str:
     """Stable 12-hex-digit id of a run from its resolved config (identity keys only)."""
     identity = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS and not k.startswith("_")}
+    for path, value in ADDED_LATER.items():
+        identity = _without(identity, path, value)
     blob = json.dumps(identity, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
+def _without(tree: Mapping[str, Any], path: tuple[str, ...], value: Any) -> Mapping[str, Any]:
+    """``tree`` without the entry at ``path`` if it holds ``value`` (copies only along the path)."""
+    head, *rest = path
+    if head not in tree:
+        return tree
+    if rest:
+        if not isinstance(tree[head], Mapping):
+            return tree
+        return {**tree, head: _without(tree[head], tuple(rest), value)}
+    if tree[head] == value and type(tree[head]) is type(value):
+        return {k: v for k, v in tree.items() if k != head}
+    return tree
 
 
 def unknown_top_level(config: Mapping[str, Any]) -> list[str]:
     return sorted(k for k in config if k not in RunConfig.__dataclass_fields__ and k != "seed" and not k.startswith("_"))
 
 
-__all__ = ["RunConfig", "ConfigError", "validate", "run_key", "NON_IDENTITY_KEYS"]
+__all__ = ["RunConfig", "ConfigError", "validate", "run_key", "NON_IDENTITY_KEYS", "ADDED_LATER"]

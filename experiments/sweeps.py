@@ -296,6 +296,33 @@ def expand(preset: Preset, seeds: Sequence[int] | None = None, params: Mapping[s
     return specs
 
 
+def parse_only(texts: Iterable[str]) -> dict[str, list[Any]]:
+    """``--only KEY=V1,V2`` (repeatable) -> {KEY: [V1, V2]}."""
+    only: dict[str, list[Any]] = {}
+    for text in texts:
+        key, _ = parse_assignment(text, "--only")
+        values = text.partition("=")[2].split(",")
+        only.setdefault(key, []).extend(parse_value(v.strip()) for v in values if v.strip())
+    return only
+
+
+def select(specs: Sequence[RunSpec], only: Mapping[str, Sequence[Any]]) -> list[RunSpec]:
+    """The runs whose config sets every key of ``only`` to one of its values (``--only algo=qmix``): a
+    part of a preset, with the same run keys as the whole. A key no run sets, or a filter no run meets,
+    is a ConfigError naming what is valid."""
+    flats = [spec.flat() for spec in specs]
+    for key, values in only.items():
+        seen = sorted({str(f[key]) for f in flats if key in f})
+        if not seen:
+            raise ConfigError(f"--only {key}=...: no run of this preset sets {key}; its runs vary in: "
+                              f"{', '.join(varying_keys(specs)) or 'nothing'}")
+        wanted = {str(v) for v in values}
+        if not wanted & set(seen):
+            raise ConfigError(f"--only {key}={','.join(map(str, values))}: no run has it; valid values: {', '.join(seen)}")
+    return [spec for spec, flat in zip(specs, flats)
+            if all(key in flat and str(flat[key]) in {str(v) for v in values} for key, values in only.items())]
+
+
 def _axes(grid: Mapping[str, Any], values: Mapping[str, Any], where: str) -> dict[str, list]:
     axes = {}
     for key, axis in grid.items():

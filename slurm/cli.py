@@ -41,6 +41,9 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
                                    "default: the preset's")
     p.add_argument("--set", dest="params", action="append", default=[], metavar="NAME=VALUE",
                    help="a preset parameter (e.g. --set map=3m); repeatable")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
+                   help="only the runs whose config has one of these values (e.g. --only algo=qmix "
+                        "--only env.map_name=3m,8m); the same run keys as the whole preset; repeatable")
     p.add_argument("--config", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a config update for every run (e.g. --config t_max=50000 --config device=cuda); "
                         "it changes the runs' identity")
@@ -96,7 +99,7 @@ class Sweep:
         params = dict(sweeps.parse_assignment(p, "--set") for p in args.params)
         overrides = dict(sweeps.parse_assignment(c, "--config") for c in args.overrides)
         seeds = None if args.seeds is None else sweeps.parse_seeds(args.seeds)
-        specs = sweeps.expand(self.preset, seeds, params, overrides)
+        specs = sweeps.select(sweeps.expand(self.preset, seeds, params, overrides), sweeps.parse_only(args.only))
         configs = sweeps.resolve(self.preset, specs)
         # One run per run_key, in preset order (a grid may name the same config twice).
         unique: dict[str, tuple[sweeps.RunSpec, dict[str, Any]]] = {}

@@ -62,6 +62,9 @@ def test_dry_run_prints_runs_and_sbatch_settings_and_submits_nothing(tmp_path, c
     (["sweep", "ablation_m", "--seeds", "0"], ["--seeds"]),
     (["sweep", "ablation_m", "--config", "t_mx=5"], ["t_mx"]),
     (["status", "tabel1"], ["tabel1"]),
+    (["sweep", "repro_table1", "--only", "algo=iql"], ["--only", "iql", "asae, coma, qmix"]),
+    (["sweep", "repro_table1", "--only", "env.map=3m"], ["--only", "env.map", "env.map_name"]),
+    (["status", "repro_table1", "--only", "algo"], ["--only", "KEY=VALUE"]),
 ])
 def test_bad_input_is_one_line_exit_2_and_submits_nothing(tmp_path, capsys, args, must_name):
     code, out, err = run(args + ["--results", str(tmp_path)], capsys)
@@ -71,6 +74,19 @@ def test_bad_input_is_one_line_exit_2_and_submits_nothing(tmp_path, capsys, args
     for word in must_name:
         assert word in lines[0], lines[0]
     assert not any(tmp_path.iterdir())
+
+
+def test_only_selects_a_part_of_a_preset_with_the_whole_presets_run_keys(tmp_path, capsys):
+    def planned(*extra):
+        code, out, err = run(["sweep", "repro_table1", "--dry-run", "--results", str(tmp_path), *extra], capsys)
+        assert code == 0, err
+        return {line.split()[0]: line.split() for line in out.splitlines() if line.endswith("  submit")}
+
+    whole = planned()
+    part = planned("--only", "algo=qmix,coma", "--only", "env.map_name=3m")
+    assert len(whole) == 39 and len(part) == 6
+    expected = {key for key, row in whole.items() if "3m" in row and ("qmix" in row or "coma" in row)}
+    assert set(part) == expected
 
 
 def test_a_typo_in_a_user_preset_file_names_file_and_key(tmp_path, capsys):
