@@ -67,6 +67,25 @@ class RNNAgent(nn.Module):
         return self.fc2(h), h
 
 
+class MLPAgent(RNNAgent):
+    """The feed-forward variant (EPyMARL's RNNAgent with ``use_rnn: False``, its QMIX default): fc -> relu
+    -> fc -> relu -> fc, no memory; the same interface as RNNAgent (the hidden state passes through
+    unused, so every controller and learner works with either)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, n_outputs: int):
+        nn.Module.__init__(self)
+        self.hidden_dim = hidden_dim
+        self.fc1 = nn.Linear(input_dim, hidden_dim)
+        self.rnn = nn.Linear(hidden_dim, hidden_dim)  # EPyMARL's name for the middle layer
+        self.fc2 = nn.Linear(hidden_dim, n_outputs)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.rnn(F.relu(self.fc1(inputs)))))
+
+    def step(self, inputs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward(inputs.unsqueeze(1)).squeeze(1), hidden
+
+
 def at_executed(values: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
     """values [B, T+1, n, |U|] (log-probabilities, Q values), actions [B, T+1, n] -> the values of the
     executed actions at the T real-step slots: [B, T, n] (slot T's action is never executed)."""

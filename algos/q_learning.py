@@ -33,7 +33,7 @@ import torch.nn as nn
 from algos.base import Common, Learner, RewardStandardiser, clip_grad, make_optimizer, masked_mean
 from algos.batch import EpisodeBatch
 from algos.exploration import EpsilonGreedyController, LinearSchedule
-from algos.networks import RNNAgent, agent_input_dim, at_executed, batch_agent_inputs, greedy_available
+from algos.networks import MLPAgent, RNNAgent, agent_input_dim, at_executed, batch_agent_inputs, greedy_available
 from algos.replay import EpisodeReplayBuffer
 from envs.base import TeamSpec
 from envs.config import require
@@ -42,6 +42,7 @@ from envs.config import require
 @dataclass(frozen=True)
 class QLearningConfig:
     rnn_hidden_dim: int = 64
+    use_rnn: bool = True  # False: a feed-forward agent (EPyMARL's QMIX default, use_rnn: False)
     buffer_size: int = 5000  # episodes kept in the replay
     target_update_interval: int = 200  # episodes between hard target-network updates
     epsilon_start: float = 1.0
@@ -116,7 +117,7 @@ class QLearner(Learner):
     def __init__(self, spec: TeamSpec, cfg: Any, common: Common):
         super().__init__(spec, cfg, common)
         in_dim = agent_input_dim(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.obs_last_action)
-        self.agent = RNNAgent(in_dim, cfg.rnn_hidden_dim, spec.n_actions).to(self.device)
+        self.agent = (RNNAgent if cfg.use_rnn else MLPAgent)(in_dim, cfg.rnn_hidden_dim, spec.n_actions).to(self.device)
         self.mixer = self.make_mixer()
         params = list(self.agent.parameters())
         if self.mixer is not None:

@@ -27,7 +27,8 @@ NON_IDENTITY_KEYS = frozenset({
 # new default differs from the recorded value, so the runs' keys change, as they must.
 ADDED_LATER: dict[tuple[str, ...], Any] = {
     ("env", "timeout"): "truncation",  # mpe: episodes ending at max_cycles bootstrapped, as before the option
-    ("learner", "standardise_rewards"): False,  # iql, vdn, qmix: raw rewards, as before the option
+    ("learner", "standardise_rewards"): False,  # raw rewards, as before the option
+    ("learner", "use_rnn"): True,  # iql, vdn, qmix: the GRU agent, as before the option
 }
 
 

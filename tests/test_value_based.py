@@ -351,3 +351,27 @@ def test_standardised_rewards_make_qmix_updates_blind_to_the_reward_scale_and_of
     restored.load_state_dict(trained.state_dict())  # checkpoints carry the moments
     moments = restored.reward_standardiser.state_dict()
     assert moments == trained.reward_standardiser.state_dict() and moments["count"] > 1
+
+
+def test_feed_forward_agent_has_no_memory_and_acts_as_it_trains():
+    """learner.use_rnn=false (EPyMARL's QMIX agent): the Q values at step t depend on step t's inputs
+    only, and one ``step`` gives what ``forward`` gives for that time step."""
+    from algos.networks import MLPAgent
+
+    learner = make(QMIX, use_rnn=False)
+    assert isinstance(learner.agent, MLPAgent) and isinstance(make(QMIX).agent, RNNAgent)
+    torch.manual_seed(0)
+    inputs = torch.randn(2, 5, 3, 7)
+    agent = MLPAgent(7, 16, 4)
+    out = agent(inputs)
+    changed = inputs.clone()
+    changed[:, 2] += 1.0  # change step 2 only
+    out2 = agent(changed)
+    assert torch.equal(out[:, [0, 1, 3, 4]], out2[:, [0, 1, 3, 4]]) and not torch.equal(out[:, 2], out2[:, 2])
+    hidden = agent.init_hidden(2, 3)
+    for t in range(5):
+        q, hidden = agent.step(inputs[:, t], hidden)
+        assert torch.allclose(q, out[:, t], atol=1e-6)
+    before = [p.clone() for p in learner.params]
+    learner.update(ragged_batch([6, 4, 6, 5], t=6))
+    assert any(not torch.equal(p, q) for p, q in zip(before, learner.params))
