@@ -85,10 +85,10 @@ OURS: dict[str, dict[str, Any]] = {
         "learner.entropy_coef": 0.001,  # entropy_coef: 0.001
         "learner.grad_norm_clip": 10.0,  # grad_norm_clip: 10
         "learner.obs_last_action": False,  # obs_last_action: False (obs_agent_id: True; ours always)
+        "learner.standardise_rewards": True,  # standardise_rewards: True (running mean and std of rewards)
+        "env": {**OUR_ENV, "timeout": "terminal"},  # the time limit ends the episode as terminal (no bootstrap)
         # Not expressible in ours (EPyMARL's value):
         # - q_nstep: 10 with add_value_last_step: True (10-step critic targets); ours: TD(lambda), td_lambda
-        # - standardise_rewards: True (running mean/std of rewards); ours: raw rewards
-        # - the episode end is terminal (terminated=True at the time limit, no bootstrap); ours bootstraps
         # - critic inputs: state, others' actions, agent id (obs_individual_obs and obs_last_action False);
         #   ours also gives the critic the agent's own observation and the last joint action
         # - test policy: SoftPoliciesSelector samples in test mode too (test_greedy does not apply);
@@ -115,10 +115,12 @@ OURS: dict[str, dict[str, Any]] = {
         "learner.rnn_hidden_dim": 64,  # hidden_dim: 64
         "learner.grad_norm_clip": 10.0,  # grad_norm_clip: 10
         "learner.obs_last_action": False,  # obs_last_action: False
+        "learner.standardise_rewards": True,  # standardise_rewards: True (running mean and std of rewards)
+        "env": {**OUR_ENV, "timeout": "terminal"},  # the time limit ends the episode as terminal (no bootstrap)
+        "learner.use_rnn": False,  # use_rnn: False (a feed-forward agent: fc-relu-fc-relu-fc)
         # Not expressible in ours (EPyMARL's value):
-        # - use_rnn: False (EPyMARL's QMIX agent is an MLP: fc-relu-fc-relu-fc); ours always a GRU
-        # - standardise_rewards: True; ours: raw rewards
-        # - the episode end is terminal (no bootstrap at the time limit); ours bootstraps
+        # - its standardisation's moments include the padding after an episode's end (none here: every
+        #   episode lasts 25 steps)
     },
 }
 # `--ours-settings reference`: our own defaults, i.e. PyMARL's settings (docs/fidelity.md), with the
