@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Mapping
 
-from envs.config import ConfigError, build, to_dict
+from validation import ConfigError, build, to_dict
 
 REGISTRY: dict[str, str] = {
     "asae": "algos.asae:ASAE",

@@ -25,7 +25,7 @@ from algos.exploration import LinearSchedule
 from algos.networks import (RNNAgent, agent_input_dim, batch_agent_inputs, epsilon_floor, gumbel_max_available,
                             masked_log_softmax)
 from envs.base import TeamSpec
-from envs.config import require
+from validation import require
 
 
 @dataclass(frozen=True)

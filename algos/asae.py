@@ -30,7 +30,7 @@ from algos.base import masked_mean
 from algos.batch import EpisodeBatch
 from algos.networks import at_executed, entropy, masked_log_softmax
 from algos.ppo import clipped_surrogate_loss, episode_minibatches, normalize_advantages, per_agent_kl
-from envs.config import require
+from validation import require
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ from algos.critic import td_lambda_targets
 from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, entropy, masked_log_softmax
 from algos.replay import EpisodeReplayBuffer
 from envs.base import TeamSpec
-from envs.config import require
+from validation import require
 
 
 

@@ -25,7 +25,7 @@ from algos.batch import EpisodeBatch
 from algos.networks import RNNAgent, agent_input_dim, at_executed, batch_agent_inputs, entropy, masked_log_softmax
 from algos.ppo import clipped_surrogate_loss, episode_minibatches, gae, normalize_advantages, per_agent_kl, value_loss
 from envs.base import TeamSpec
-from envs.config import require
+from validation import require
 
 
 

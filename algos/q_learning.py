@@ -36,7 +36,7 @@ from algos.exploration import EpsilonGreedyController, LinearSchedule
 from algos.networks import MLPAgent, RNNAgent, agent_input_dim, at_executed, batch_agent_inputs, greedy_available
 from algos.replay import EpisodeReplayBuffer
 from envs.base import TeamSpec
-from envs.config import require
+from validation import require
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from algos.mixers import QMixer
 from algos.q_learning import QLearner, QLearningConfig
-from envs.config import require
+from validation import require
 
 
 @dataclass(frozen=True)

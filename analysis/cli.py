@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from envs.config import ConfigError
+from validation import ConfigError
 
 COMMANDS = {
     "table1": "Table 1: final test win rate per map x algorithm, ours beside the paper's",

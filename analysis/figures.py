@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from envs.config import ConfigError  # noqa: E402
+from validation import ConfigError  # noqa: E402
 
 from analysis.paper import Paper  # noqa: E402
 from analysis.render import replace_whole  # noqa: E402

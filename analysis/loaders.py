@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from envs.config import ConfigError
+from validation import ConfigError
 
 RUN_FILES = ("run.json", "config.json", "metrics.json")
 # Sacred FileStorageObserver keeps copied sources and resources beside the run directories. fidelity/

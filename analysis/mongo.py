@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from envs.config import ConfigError
+from validation import ConfigError
 from experiments.observers import (DEFAULT_DB, MONGO_FORMAT, MongoUnreachable, bson_safe, connect, insert_run,
                                    parse_mongo_url, redact, source_key, upload_source)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from envs.config import ConfigError
+from validation import ConfigError
 
 PAPER_DIR = Path(__file__).resolve().parents[1] / "results" / "paper"
 WIN_RATE = "test_battle_won_mean"

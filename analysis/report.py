@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from envs.config import ConfigError
+from validation import ConfigError
 
 from analysis import tables
 from analysis.loaders import runs_table

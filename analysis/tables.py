@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from envs.config import ConfigError
+from validation import ConfigError
 
 from analysis.loaders import RUN_WIDE
 from analysis.paper import WIN_RATE, Paper

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, VecEnv
-from envs.config import ConfigError, build, to_dict
+from validation import ConfigError, build, to_dict
 
 __all__ = [
     "ENVS", "EnvInfo", "StepResult", "TeamObs", "TeamSpec", "VecEnv", "ConfigError", "EnvCrashed",

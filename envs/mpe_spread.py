@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, TimeLimitAsTerminal, Timeout, VecEnv
-from envs.config import require
+from validation import require
 from envs import mpe_physics as physics
 from envs.mpe_common import apply_spread_sight, mpe2_rng, others_index, spread_state, spread_visibility
 

@@ -51,7 +51,7 @@ import torch
 
 from envs import mpe_physics as physics
 from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, TimeLimitAsTerminal, Timeout, VecEnv
-from envs.config import require
+from validation import require
 from envs.mpe_common import mpe2_rng, others_index
 
 N_ACTIONS = 5  # no-op, left, right, down, up (mpe2's Discrete(5))

@@ -38,7 +38,7 @@ import torch
 
 from envs import EnvCrashed, package_version
 from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, VecEnv
-from envs.config import ConfigError, require
+from validation import ConfigError, require
 from envs.smac_maps import SMAC_MAPS
 from envs.smac_workers import GameWorkers, WorkerError
 

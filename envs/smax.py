@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, VecEnv, timeout_as_terminal
-from envs.config import ConfigError, require
+from validation import ConfigError, require
 from envs.smac_maps import (
     SMAC_MAPS,
     SMAX_ONLY_MAPS,

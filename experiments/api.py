@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from envs.config import ConfigError
+from validation import ConfigError
 
 DEFAULT_RESULTS_DIR = Path("results") / "runs"
 

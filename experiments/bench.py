@@ -50,7 +50,7 @@ from pathlib import Path
 from datetime import datetime, timezone
 from typing import Any
 
-from envs.config import ConfigError
+from validation import ConfigError
 
 FIXED_TASKS = {
     "predator_prey": {"name": "predator_prey"},

@@ -2,7 +2,7 @@
 `asae list` or a typo answers instantly without importing torch, jax or submitit.
 
 Every subcommand is a function ``main(argv: list[str]) -> int``. A user mistake raises
-``envs.config.ConfigError`` (or argparse's own exit 2); it is printed as one line, exit status 2.
+``validation.ConfigError`` (or argparse's own exit 2); it is printed as one line, exit status 2.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"asae: unknown command {name!r}; valid commands are: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
         return 2
     module_name, func_name = SUBCOMMANDS[name][0].split(":")
-    from envs.config import ConfigError
+    from validation import ConfigError
 
     try:
         func = getattr(importlib.import_module(module_name), func_name)

@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from envs.config import ConfigError
+from validation import ConfigError
 from experiments.files import read_json, replace_whole
 
 SYSTEMS = ("epymarl", "ours")

@@ -13,7 +13,7 @@ from typing import Any, Literal, Mapping, Optional
 
 import algos
 import envs
-from envs.config import ConfigError, build, require
+from validation import ConfigError, build, require
 
 # Keys that do not change what a run computes: excluded from its identity.
 NON_IDENTITY_KEYS = frozenset({

@@ -16,7 +16,7 @@ from sacred.utils import SacredInterrupt
 
 import algos
 import envs
-from envs.config import ConfigError
+from validation import ConfigError
 from experiments import config as run_config
 
 SETTINGS.CAPTURE_MODE = "sys"  # fd capture hides the terminal from tqdm and breaks inside threads

@@ -68,7 +68,7 @@ def parse_mongo_url(url: str) -> tuple[str, str]:
         return "mongodb://localhost:27017", parts[0] or DEFAULT_DB
     if len(parts) == 3:
         return f"mongodb://{parts[0]}:{parts[1]}", parts[2]
-    from envs.config import ConfigError
+    from validation import ConfigError
 
     raise ConfigError(f"MongoDB URL {url!r} is not valid; use mongodb://host:port/db or host:port:db")
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from envs.config import ConfigError
+from validation import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 TOP_LEVEL_KEYS = ("description", "named_configs", "seeds", "results", "params", "config", "grid", "runs")

@@ -16,7 +16,7 @@ import sys
 import threading
 
 from envs import EnvCrashed
-from envs.config import ConfigError
+from validation import ConfigError
 
 ENV_SHORTHAND = re.compile(r"^env=(?P<name>[A-Za-z_][\w\-]*)$")
 

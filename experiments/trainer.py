@@ -24,7 +24,7 @@ import algos
 from algos.base import Common, RandomController
 from algos.batch import EpisodeBatch
 from envs import make_env
-from envs.config import ConfigError, require
+from validation import ConfigError, require
 from experiments.config import RunConfig
 from experiments.files import atomic_write
 from experiments.runner import EpisodeRunner, EpisodeStats, summarize

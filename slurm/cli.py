@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from envs.config import ConfigError
+from validation import ConfigError
 from experiments import sweeps
 from slurm import executors
 from slurm.executors import ExecutorOptions

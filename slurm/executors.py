@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from envs.config import ConfigError, require
+from validation import ConfigError, require
 from slurm.jobs import RunJob
 
 EXECUTORS = ("slurm", "local", "debug")

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from envs.config import ConfigError
+from validation import ConfigError
 
 RESULT_FILES = ("config.json", "run.json", "metrics.json")
 

@@ -119,7 +119,7 @@ def test_presets_select_by_tag_or_config(results):
     smac = {"asae-3m-0", "asae-3m-1", "coma-3m-0", "coma-3m-1"}
     assert set(select_preset(frame, "smax")["run_key"]) == set(select_preset(frame, "table1")["run_key"]) == smac
     assert set(select_preset(frame, "competitive")["run_key"]) == {"2asae", "2coma", "3asae", "3coma"}
-    from envs.config import ConfigError
+    from validation import ConfigError
 
     with pytest.raises(ConfigError, match="unknown preset 'nope'; known: smac, spread, predator, competitive, ablation_m, ablation_clip"):
         select_preset(frame, "nope")

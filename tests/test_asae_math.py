@@ -11,7 +11,7 @@ from algos.batch import EpisodeBatch
 from algos.coma import COMA
 from algos.networks import sample_available
 from envs.base import TeamSpec
-from envs.config import build
+from validation import build
 
 SPEC = TeamSpec("team", n_agents=3, obs_dim=4, state_dim=6, n_actions=4)
 COMMON = Common(gamma=0.9, lr=1e-3, critic_lr=1e-3, batch_size=4, episode_limit=5, device=torch.device("cpu"))

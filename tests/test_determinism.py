@@ -43,7 +43,7 @@ def test_resume_from_checkpoint_continues_exactly(workdir, algo):
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(workdir):
-    from envs.config import ConfigError
+    from validation import ConfigError
 
     stop = threading.Event()
     stop.set()

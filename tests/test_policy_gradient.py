@@ -11,7 +11,7 @@ from algos.dop import DOP, DecomposedCritic, tree_backup_targets
 from algos.ippo import IPPO
 from algos.mappo import MAPPO
 from algos.ppo import gae, value_loss
-from envs.config import ConfigError, build
+from validation import ConfigError, build
 from experiments.api import find_runs, resolve_config, train
 from tests.test_asae_math import COMMON, SPEC, random_batch
 from tests.test_determinism import metric_values

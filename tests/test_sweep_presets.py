@@ -1,7 +1,7 @@
 """Sweep presets: the shipped paper presets expand to the paper's grids; a typo is one line naming file and key."""
 import pytest
 
-from envs.config import ConfigError
+from validation import ConfigError
 from experiments import sweeps
 
 

@@ -17,7 +17,7 @@ from algos.qmix import QMIX
 from algos.replay import EpisodeReplayBuffer
 from algos.vdn import VDN
 from envs.base import TeamObs, TeamSpec
-from envs.config import ConfigError, build
+from validation import ConfigError, build
 
 SPEC = TeamSpec("team", n_agents=3, obs_dim=4, state_dim=6, n_actions=4)
 COMMON = Common(gamma=0.9, lr=1e-3, critic_lr=1e-3, batch_size=4, episode_limit=6, device=torch.device("cpu"))

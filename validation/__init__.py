@@ -1,4 +1,5 @@
-"""Typed, validated configs built from plain dicts (Sacred's config), shared by envs, algos, experiments.
+"""Typed, validated configs built from plain dicts (Sacred's config): the bottom layer every part uses
+(envs, algos, experiments, analysis, slurm), and that uses none of them.
 
 A user's mistake in a config must end in one clear line naming the bad value and the valid choices,
 before any work starts. ``build(cls, mapping)`` turns a dict into a frozen dataclass, rejecting unknown
