@@ -17,7 +17,7 @@ large; docs/fidelity.md, "SMAX 3m"), so no test budget tells it apart from the s
 
 MAPPO against the script: the same env, 32 envs, lr 1e-3, 100k env steps, greedy tests of 128 battles;
 measured (seeds 0-3), the mean of the last two tests (80k, 100k): 0.64, 0.74, 0.73, 0.73; the script,
-measured in the test on 256 battles: ~0.49. The bar is the script's rate + 0.08.
+measured in the test on 256 battles: 0.52. The bar is the script's rate + 0.05 (0.57; seeds 0-3 average 0.71, sd 0.05).
 """
 import json
 
@@ -51,7 +51,7 @@ def test_asae_learns_smax_3m(workdir):
 MAPPO_BUDGET = {"algo": "mappo", "env": {"name": "smax", "map_name": "3m"}, "seed": 0,
                 "t_max": 100_000, "n_envs": 32, "batch_size": 32, "gamma": 0.99, "lr": 1e-3, "critic_lr": 1e-3,
                 "test_interval": 20_000, "test_episodes": 128, "log_interval": 20_000}
-MARGIN_OVER_SCRIPT = 0.08
+MARGIN_OVER_SCRIPT = 0.05
 
 
 @pytest.mark.slow
