@@ -98,7 +98,8 @@ class VecEnv(abc.ABC):
         return self.info.n_envs
 
 
-TIMEOUTS = ("truncation", "terminal")
+# env.timeout: "truncation" (the episode limit is a time limit: bootstrapped) or "terminal" (it ends the
+# episode like a terminal state, as PyMARL's and EPyMARL's runners treat it). Each env picks its default.
 Timeout = Literal["truncation", "terminal"]
 
 
@@ -131,3 +132,8 @@ class TimeLimitAsTerminal(VecEnv):
         if name == "env":
             raise AttributeError(name)
         return getattr(self.env, name)
+
+
+def with_timeout(env: VecEnv, timeout: Timeout) -> VecEnv:
+    """``env`` (which reports its limit as truncation) as ``env.timeout`` asks."""
+    return TimeLimitAsTerminal(env) if timeout == "terminal" else env

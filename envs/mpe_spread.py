@@ -19,7 +19,7 @@ from typing import Literal, Mapping, Optional
 import numpy as np
 import torch
 
-from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, TimeLimitAsTerminal, Timeout, VecEnv
+from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, Timeout, VecEnv, with_timeout
 from validation import require
 from envs import mpe_physics as physics
 from envs.mpe_common import apply_spread_sight, mpe2_rng, others_index, spread_state, spread_visibility
@@ -36,9 +36,7 @@ class Config:
     sight_range: Optional[float] = None  # None: fully observable
     local_ratio: float = 0.5
     backend: Literal["mpe2", "batched"] = "batched"  # batched: mpe2 re-implemented in numpy over all envs (exact, ~40x faster)
-    # truncation: the episode limit is a time limit, bootstrapped (mpe2 reports it as truncation);
-    # terminal: it ends the episode like a terminal state, as PyMARL's and EPyMARL's runners treat it
-    timeout: Timeout = "truncation"
+    timeout: Timeout = "truncation"  # mpe2 reports its limit as truncation (envs.base.Timeout)
 
     def check(self) -> None:
         require(2 <= self.n_agents <= 10, f"env.n_agents={self.n_agents} is not valid; use 2 to 10 (paper: 3, 4, 5)")
@@ -204,4 +202,4 @@ def make(cfg: Config, n_envs: int) -> VecEnv:
         env: VecEnv = BatchedSpread(cfg, n_envs)
     else:
         env = PettingZooSpread(cfg, n_envs)
-    return TimeLimitAsTerminal(env) if cfg.timeout == "terminal" else env
+    return with_timeout(env, cfg.timeout)

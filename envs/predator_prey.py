@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from envs import mpe_physics as physics
-from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, TimeLimitAsTerminal, Timeout, VecEnv
+from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, Timeout, VecEnv, with_timeout
 from validation import require
 from envs.mpe_common import mpe2_rng, others_index
 
@@ -74,9 +74,7 @@ class Config:
     capture_bonus: float = 10.0
     capture_penalty: float = 10.0
     centre_penalty_coef: float = 0.5
-    # truncation: the episode limit is a time limit, bootstrapped (mpe2 reports it as truncation);
-    # terminal: it ends the episode like a terminal state, as PyMARL's and EPyMARL's runners treat it
-    timeout: Timeout = "truncation"
+    timeout: Timeout = "truncation"  # mpe2 reports its limit as truncation (envs.base.Timeout)
 
     def check(self) -> None:
         require(1 <= self.n_predators <= 10, f"env.n_predators={self.n_predators} is not valid; use 1 to 10")
@@ -228,5 +226,4 @@ def backend_name(cfg: Config) -> str:
 
 
 def make(cfg: Config, n_envs: int) -> VecEnv:
-    env = PredatorPrey(cfg, n_envs)
-    return TimeLimitAsTerminal(env) if cfg.timeout == "terminal" else env
+    return with_timeout(PredatorPrey(cfg, n_envs), cfg.timeout)

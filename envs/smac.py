@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from envs import EnvCrashed, package_version
-from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, VecEnv
+from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, Timeout, VecEnv
 from validation import ConfigError, require
 from envs.smac_maps import SMAC_MAPS
 from envs.smac_workers import GameWorkers, WorkerError
@@ -62,7 +62,7 @@ class Config:
     step_mul: int = 8  # game loops per env step; SMAC's default
     # Reaching the episode limit: "terminal" (no bootstrap; PyMARL's default, the paper's) or "truncation"
     # (bootstrap from the last state). docs/smac.md says why "terminal" is the default.
-    timeout: Literal["terminal", "truncation"] = "terminal"
+    timeout: Timeout = "terminal"
     # Further StarCraft2Env arguments, e.g. {"obs_last_action": true, "state_last_action": false}.
     sc2_args: Optional[dict] = None
 

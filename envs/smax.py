@@ -44,7 +44,7 @@ from typing import Literal, Mapping, Optional
 import numpy as np
 import torch
 
-from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, VecEnv, timeout_as_terminal
+from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, Timeout, VecEnv, timeout_as_terminal
 from validation import ConfigError, require
 from envs.smac_maps import (
     SMAC_MAPS,
@@ -71,7 +71,7 @@ class Config:
     enemy_attack_mode: Literal["closest", "random"] = "closest"  # how a heuristic enemy picks its target
     see_enemy_actions: bool = False  # SMAC shows no enemy actions (SMAX's default: True)
     see_enemy_cooldowns: bool = False  # SMAC shows no enemy weapon cooldowns (SMAX does)
-    timeout: Literal["terminal", "truncation"] = "terminal"  # the episode limit ends like a battle (SMAC, PyMARL)
+    timeout: Timeout = "terminal"  # the episode limit ends like a battle (SMAC, PyMARL)
 
     def check(self) -> None:
         if self.map_name not in SMAC_MAPS and self.map_name not in SMAX_ONLY_MAPS:

@@ -72,18 +72,29 @@ def play_to(env, ctrl, t_env: int, step: int, seeds: list[int]):
     return rec, snap, hidden, done
 
 
-def critic_values(learner, rec, agent: int) -> torch.Tensor:
-    """The critic's Q(s_step, (u^{-a}, .)) for ``agent``: [B, |U|]."""
+def prefix_batch(rec) -> EpisodeBatch:
+    """The recorded prefix as an EpisodeBatch whose last real slot is the checked step (an empty slot after
+    it, as the critic's inputs expect)."""
     pad = lambda xs: torch.stack(xs + [torch.zeros_like(xs[-1])], dim=1)  # noqa: E731 (slot step+1)
     b, steps = rec["obs"][0].shape[0], len(rec["obs"])
-    batch = EpisodeBatch(obs=pad(rec["obs"]), state=pad(rec["state"]), avail=pad(rec["avail"]),
-                         actions=pad(rec["actions"]),
-                         reward=torch.stack(rec["reward"] + [torch.zeros(b)], dim=1),
-                         terminated=torch.zeros(b, steps), filled=torch.ones(b, steps))
-    with torch.no_grad():
-        base = learner.critic.base_features(batch)[:, steps - 1]  # [B, n, H]
-        q = learner.critic(base, batch.actions[:, steps - 1].unsqueeze(1))  # [B, 1, n, |U|]
-    return q[:, 0, agent]
+    return EpisodeBatch(obs=pad(rec["obs"]), state=pad(rec["state"]), avail=pad(rec["avail"]),
+                        actions=pad(rec["actions"]), reward=torch.stack(rec["reward"] + [torch.zeros(b)], dim=1),
+                        terminated=torch.zeros(b, steps), filled=torch.ones(b, steps))
+
+
+@torch.no_grad()
+def critic_values(learner, batch: EpisodeBatch, agent: int) -> torch.Tensor:
+    """The critic's Q(s_step, (u^{-a}, .)) for ``agent``: [B, |U|]."""
+    step = batch.max_t - 1
+    base = learner.critic.base_features(batch)[:, step]  # [B, n, H]
+    return learner.critic(base, batch.actions[:, step].unsqueeze(1))[:, 0, agent]  # [B, |U|]
+
+
+@torch.no_grad()
+def policy_at(learner, batch: EpisodeBatch, t_env: int, agent: int) -> torch.Tensor:
+    """The behaviour policy's probabilities for ``agent`` at the checked step: [B, |U|]."""
+    logp = learner.policy_log_probs(batch, t_env)  # floored, as the agents acted
+    return logp[:, batch.max_t - 1, agent].exp()
 
 
 def monte_carlo(cfg, learner, t_env, rec, snap, hidden, rows, agent: int, rollouts: int, seed: int):
@@ -140,12 +151,13 @@ def main(argv: list[str] | None = None) -> int:
         avail = rec["avail"][-1][:, args.agent]
         rows = [b for b in range(args.envs) if not done[b] and int(avail[b].sum()) >= 2]
         require(len(rows) >= 4, f"only {len(rows)} battles still on with a choice at step {args.step}; try a smaller --step")
-        q_critic = critic_values(learner, rec, args.agent)
+        batch = prefix_batch(rec)
+        q_critic = critic_values(learner, batch, args.agent)
         mc = monte_carlo(cfg, learner, t_env, rec, snap, hidden, rows, args.agent, args.rollouts, args.seed)
     except ConfigError as exc:
         print(f"critic_check: {exc}", file=sys.stderr)
         return 2
-    pi = policy_at(learner, rec, t_env, args.agent)
+    pi = policy_at(learner, batch, t_env, args.agent)
     c_all, m_all, best, signs, gaps_c, gaps_m, ses = [], [], [], [], [], [], []
     for b in rows:
         xs = sorted(mc[b])
@@ -168,21 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  mean action gap |Q(x) - Q(y)|: critic {np.mean(gaps_c):.3f}, MC {np.mean(gaps_m):.3f}; "
           f"MC standard error per action {np.mean(ses):.3f}")
     return 0
-
-
-def policy_at(learner, rec, t_env: int, agent: int) -> torch.Tensor:
-    """The behaviour policy's probabilities for ``agent`` at the last recorded step: [B, |U|]."""
-    from algos.networks import batch_agent_inputs, epsilon_floor, masked_log_softmax
-
-    b, steps = rec["obs"][0].shape[0], len(rec["obs"])
-    batch = EpisodeBatch(obs=torch.stack(rec["obs"], 1), state=torch.stack(rec["state"], 1),
-                         avail=torch.stack(rec["avail"], 1), actions=torch.stack(rec["actions"], 1),
-                         reward=torch.zeros(b, steps - 1), terminated=torch.zeros(b, steps - 1),
-                         filled=torch.ones(b, steps - 1))
-    with torch.no_grad():
-        logits = learner.actor(batch_agent_inputs(batch, learner.cfg.obs_last_action))
-        logp = epsilon_floor(masked_log_softmax(logits, batch.avail), batch.avail, learner.epsilon(t_env))
-    return logp[:, -1, agent].exp()
 
 
 if __name__ == "__main__":

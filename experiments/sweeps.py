@@ -311,16 +311,16 @@ def select(specs: Sequence[RunSpec], only: Mapping[str, Sequence[Any]]) -> list[
     part of a preset, with the same run keys as the whole. A key no run sets, or a filter no run meets,
     is a ConfigError naming what is valid."""
     flats = [spec.flat() for spec in specs]
+    wanted = {key: {str(v) for v in values} for key, values in only.items()}
     for key, values in only.items():
         seen = sorted({str(f[key]) for f in flats if key in f})
         if not seen:
             raise ConfigError(f"--only {key}=...: no run of this preset sets {key}; its runs vary in: "
                               f"{', '.join(varying_keys(specs)) or 'nothing'}")
-        wanted = {str(v) for v in values}
-        if not wanted & set(seen):
+        if not wanted[key] & set(seen):
             raise ConfigError(f"--only {key}={','.join(map(str, values))}: no run has it; valid values: {', '.join(seen)}")
     return [spec for spec, flat in zip(specs, flats)
-            if all(key in flat and str(flat[key]) in {str(v) for v in values} for key, values in only.items())]
+            if all(key in flat and str(flat[key]) in keep for key, keep in wanted.items())]
 
 
 def _axes(grid: Mapping[str, Any], values: Mapping[str, Any], where: str) -> dict[str, list]:
