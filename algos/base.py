@@ -15,7 +15,7 @@ import torch
 
 from envs.base import TeamObs, TeamSpec
 from algos.batch import EpisodeBatch
-from algos.networks import RNNAgent, epsilon_floor, greedy_available, masked_log_softmax, sample_available
+from algos.networks import AgentNet, epsilon_floor, greedy_available, masked_log_softmax, sample_available
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class PolicyController(Controller):
     (1 - eps) pi + eps uniform over the available actions (``networks.epsilon_floor``).
     """
 
-    def __init__(self, actor: RNNAgent, spec: TeamSpec, device: torch.device, last_action: bool = True,
+    def __init__(self, actor: AgentNet, spec: TeamSpec, device: torch.device, last_action: bool = True,
                  epsilon: Callable[[int], float] | None = None):
         self.actor, self.spec, self.device, self.last_action = actor, spec, device, last_action
         self.epsilon = epsilon

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from algos.base import Controller, last_actions_onehot
-from algos.networks import RNNAgent, build_agent_inputs, greedy_available
+from algos.networks import AgentNet, build_agent_inputs, greedy_available
 from envs.base import TeamSpec
 
 
@@ -52,7 +52,7 @@ def epsilon_greedy(q: torch.Tensor, avail: torch.Tensor, epsilon: float,
 class EpsilonGreedyController(Controller):
     """Acts with a shared GRU Q-network (agent id + optional last action in its input)."""
 
-    def __init__(self, agent: RNNAgent, spec: TeamSpec, device: torch.device, schedule: LinearSchedule,
+    def __init__(self, agent: AgentNet, spec: TeamSpec, device: torch.device, schedule: LinearSchedule,
                  last_action: bool = True):
         self.agent, self.spec, self.device, self.schedule, self.last_action = agent, spec, device, schedule, last_action
 

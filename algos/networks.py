@@ -29,7 +29,30 @@ def batch_agent_inputs(batch: EpisodeBatch, last_action: bool = True) -> torch.T
     return build_agent_inputs(batch.obs, batch.last_actions_onehot() if last_action else None)
 
 
-class RNNAgent(nn.Module):
+class AgentNet(nn.Module):
+    """What every agent network offers the controllers and learners: one set of weights shared by all
+    agents, ``forward`` over whole sequences [B, T, n, d] -> [B, T, n, n_outputs], ``step`` over one time
+    step with a hidden state, and ``init_hidden``. Layers fc1 -> rnn -> fc2 (PyMARL's names, so their
+    checkpoints' keys are the same for either agent)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, n_outputs: int, middle: nn.Module):
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.fc1 = nn.Linear(input_dim, hidden_dim)
+        self.rnn = middle
+        self.fc2 = nn.Linear(hidden_dim, n_outputs)
+
+    def init_hidden(self, batch: int, n_agents: int, device=None) -> torch.Tensor:
+        return torch.zeros(batch, n_agents, self.hidden_dim, device=device)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def step(self, inputs: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class RNNAgent(AgentNet):
     """Shared GRU agent network (PyMARL's RNNAgent): fc -> GRU -> fc, one set of weights for all agents.
 
     ``forward`` runs whole sequences in one nn.GRU call; ``step`` runs one time step for acting. Both
@@ -37,14 +60,7 @@ class RNNAgent(nn.Module):
     """
 
     def __init__(self, input_dim: int, hidden_dim: int, n_outputs: int):
-        super().__init__()
-        self.hidden_dim = hidden_dim
-        self.fc1 = nn.Linear(input_dim, hidden_dim)
-        self.rnn = nn.GRU(hidden_dim, hidden_dim, batch_first=True)
-        self.fc2 = nn.Linear(hidden_dim, n_outputs)
-
-    def init_hidden(self, batch: int, n_agents: int, device=None) -> torch.Tensor:
-        return torch.zeros(batch, n_agents, self.hidden_dim, device=device)
+        super().__init__(input_dim, hidden_dim, n_outputs, nn.GRU(hidden_dim, hidden_dim, batch_first=True))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """inputs [B, T, n, d] -> outputs [B, T, n, n_outputs]."""
@@ -67,17 +83,13 @@ class RNNAgent(nn.Module):
         return self.fc2(h), h
 
 
-class MLPAgent(RNNAgent):
+class MLPAgent(AgentNet):
     """The feed-forward variant (EPyMARL's RNNAgent with ``use_rnn: False``, its QMIX default): fc -> relu
-    -> fc -> relu -> fc, no memory; the same interface as RNNAgent (the hidden state passes through
-    unused, so every controller and learner works with either)."""
+    -> fc -> relu -> fc, no memory; the hidden state passes through unused, so every controller and
+    learner works with either agent."""
 
     def __init__(self, input_dim: int, hidden_dim: int, n_outputs: int):
-        nn.Module.__init__(self)
-        self.hidden_dim = hidden_dim
-        self.fc1 = nn.Linear(input_dim, hidden_dim)
-        self.rnn = nn.Linear(hidden_dim, hidden_dim)  # EPyMARL's name for the middle layer
-        self.fc2 = nn.Linear(hidden_dim, n_outputs)
+        super().__init__(input_dim, hidden_dim, n_outputs, nn.Linear(hidden_dim, hidden_dim))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.relu(self.rnn(F.relu(self.fc1(inputs)))))

@@ -33,7 +33,7 @@ import torch.nn as nn
 from algos.base import Common, Learner, RewardStandardiser, clip_grad, make_optimizer, masked_mean
 from algos.batch import EpisodeBatch
 from algos.exploration import EpsilonGreedyController, LinearSchedule
-from algos.networks import MLPAgent, RNNAgent, agent_input_dim, at_executed, batch_agent_inputs, greedy_available
+from algos.networks import AgentNet, MLPAgent, RNNAgent, agent_input_dim, at_executed, batch_agent_inputs, greedy_available
 from algos.replay import EpisodeReplayBuffer
 from envs.base import TeamSpec
 from validation import require
@@ -136,7 +136,7 @@ class QLearner(Learner):
         self.reward_standardiser = RewardStandardiser() if cfg.standardise_rewards else None
 
     # --- pieces -----------------------------------------------------------------------------------
-    def agent_q(self, net: RNNAgent, batch: EpisodeBatch) -> torch.Tensor:
+    def agent_q(self, net: AgentNet, batch: EpisodeBatch) -> torch.Tensor:
         """Per-agent Q values for every slot: [B, T+1, n, |U|]."""
         return net(batch_agent_inputs(batch, self.cfg.obs_last_action))
 

@@ -26,12 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import algos
-from algos.base import Common
 from algos.batch import EpisodeBatch
 from envs import make_env
 from experiments.config import validate
-from experiments.trainer import read_checkpoint
+from experiments.trainer import build_learner, read_checkpoint
 from validation import ConfigError, require
 
 
@@ -42,9 +40,7 @@ def load(run_dir: Path, n_envs: int):
     require(cfg.algo in ("coma", "asae"), f"{run_dir}: algo {cfg.algo!r}; the check reads a COMA-style critic")
     env = make_env(cfg.env, n_envs)
     spec = env.info.teams[0]
-    common = Common(gamma=cfg.gamma, lr=cfg.lr, critic_lr=cfg.critic_lr, batch_size=cfg.batch_size,
-                    episode_limit=env.info.episode_limit, device=torch.device("cpu"))
-    learner = algos.learner_class(cfg.algo)(spec, cfg.learner_config("team", cfg.algo), common)
+    learner = build_learner(cfg, spec, cfg.algo, env.info.episode_limit, torch.device("cpu"))
     state = read_checkpoint(run_dir / "checkpoint.pt")
     learner.load_state_dict(state["learners"]["team"])
     return cfg, env, learner, state["counters"]["t_env"]

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 import algos
-from algos.base import Common, RandomController
+from algos.base import Common, Learner, RandomController
 from algos.batch import EpisodeBatch
 from envs import make_env
+from envs.base import TeamSpec
 from validation import ConfigError, require
 from experiments.config import RunConfig
 from experiments.files import atomic_write
@@ -127,6 +128,15 @@ class _Window:
     seconds: float = 0.0
 
 
+def build_learner(cfg: RunConfig, spec: TeamSpec, algo: str, episode_limit: int,
+                  device: torch.device) -> Learner:
+    """One team's learner as a run builds it: its algo's class, the team's learner config and the run's
+    common settings (gamma, learning rates, batch size, episode limit, device)."""
+    common = Common(gamma=cfg.gamma, lr=cfg.lr, critic_lr=cfg.critic_lr, batch_size=cfg.batch_size,
+                    episode_limit=episode_limit, device=device)
+    return algos.learner_class(algo)(spec, cfg.learner_config(spec.name, algo), common)
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, logger: MetricLogger, checkpoint_dir: Path | None,
                  stop_event: threading.Event | None = None, progress: str = "off"):
@@ -141,8 +151,6 @@ class Trainer:
         team_names = [t.name for t in info.teams]
         self.team_algos = cfg.team_algos(team_names)
         self.multi_team = len(team_names) > 1
-        common = Common(gamma=cfg.gamma, lr=cfg.lr, critic_lr=cfg.critic_lr, batch_size=cfg.batch_size,
-                        episode_limit=info.episode_limit, device=self.device)
         self.learners = {}
         controllers = {}
         for spec in info.teams:
@@ -150,7 +158,7 @@ class Trainer:
             if algo == algos.RANDOM:
                 controllers[spec.name] = RandomController()
                 continue
-            learner = algos.learner_class(algo)(spec, cfg.learner_config(spec.name, algo), common)
+            learner = build_learner(cfg, spec, algo, info.episode_limit, self.device)
             self.learners[spec.name] = learner
             controllers[spec.name] = learner.controller
         require(bool(self.learners), f"teams={self.team_algos} has no learning team; give one team an algo")
