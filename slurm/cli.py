@@ -115,6 +115,16 @@ class Sweep:
     def statuses(self) -> list[RunStatus]:
         return run_statuses(list(self.runs), self.results_dir, self.state)
 
+    def taken(self, run_key: str) -> str | None:
+        """Why ``run_key`` need not run any more (None: it must): another sweep of this preset, in another
+        terminal or on a machine sharing the results, completed it or is running it now."""
+        [st] = run_statuses([run_key], self.results_dir, self.state)
+        if st.status == "completed":
+            return f"completed meanwhile ({_short(st.run_dir)})"
+        if st.active:
+            return f"another sweep is running it (job {st.job_id or '?'})"
+        return None
+
     def job(self, run_key: str, threads: int | None, commit: bool = False) -> RunJob:
         spec, _ = self.runs[run_key]
         label = " ".join(f"{k}={v}" for k, v in sweeps.describe(spec, self.columns).items())
@@ -256,7 +266,7 @@ def sweep_main(argv: Sequence[str]) -> int:
         print(f"follow with: {status_cmd}")
         return 0
     if options.executor == "local":
-        errors = executors.run_local(jobs, options, sweep.folder / "logs", record)
+        errors = executors.run_local(jobs, options, sweep.folder / "logs", record, sweep.taken)
     else:
         errors = executors.run_debug(jobs, record)
     failed = [k for k, e in errors.items() if e is not None]

@@ -148,8 +148,12 @@ class Progress:
 
 
 def run_local(jobs: Mapping[str, RunJob], options: ExecutorOptions, folder: Path,
-              on_submit: Callable[[dict[str, str]], None]) -> dict[str, str | None]:
-    """Run the jobs as local processes, ``options.parallel`` at a time. Returns run_key -> error (None: ok)."""
+              on_submit: Callable[[dict[str, str]], None],
+              taken: Callable[[str], str | None] = lambda key: None) -> dict[str, str | None]:
+    """Run the jobs as local processes, ``options.parallel`` at a time. Returns run_key -> error (None: ok).
+
+    A run waits in this queue for hours; ``taken(run_key)`` is asked just before it starts and says why it
+    no longer needs to (another sweep of the same preset completed or started it meanwhile), or None."""
     import submitit
 
     executor = submitit.LocalExecutor(folder=folder, max_num_timeout=MAX_TIMEOUT_REQUEUES)
@@ -162,6 +166,11 @@ def run_local(jobs: Mapping[str, RunJob], options: ExecutorOptions, folder: Path
         while queue or running:
             while queue and len(running) < options.parallel:
                 key, job = queue.pop(0)
+                reason = taken(key)
+                if reason is not None:
+                    errors[key] = None
+                    progress.write(f"run {key} skipped: {reason}")
+                    continue
                 running[key] = executor.submit(job)
                 on_submit({key: running[key].job_id})
             for key, job in list(running.items()):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments.files import read_json
 from tests.conftest_slurm import asae, assert_continuous, runs_of, tiny_preset, wait_until
 
 pytestmark = pytest.mark.slow
@@ -55,3 +56,33 @@ def test_kill_9_of_a_local_run_then_resubmission_resumes_from_the_last_checkpoin
 
     proc = asae("sweep", *args, cwd=tmp_path)
     assert proc.returncode == 0 and "nothing to submit" in proc.stdout
+
+
+def test_two_sweeps_of_one_preset_never_run_a_run_twice(tmp_path):
+    """A second terminal runs the same sweep while the first still has a run queued: the second runs it;
+    the first, when that run's turn comes, skips it with one line instead of running it a second time."""
+    long_run, short_run = 10 ** 6, T_MAX  # the long run holds the first sweep's only slot until it is killed
+    preset = tiny_preset(tmp_path, t_max=[long_run, short_run], agents="[2]")
+    results = tmp_path / "results"
+    args = [str(preset), "--executor", "local", "--results", str(results), "-j", "1"]
+    exe = str(Path(sys.executable).with_name("asae"))
+    first = subprocess.Popen([exe, "sweep", *args], cwd=tmp_path, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: logged_t_env(results / "sweeps" / "tiny" / "logs") > 0, 120, "the long run to start")
+        second = asae("sweep", *args, cwd=tmp_path)  # runs the short run, which the first sweep still queues
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "1 to submit" in second.stdout and "1 running or queued" in second.stdout, second.stdout
+        # End the long run (a local job's id is its pid); the first sweep then takes its next queued run.
+        [long_key] = [r["run_key"] for r in runs_of(results) if r["config"]["t_max"] == long_run]
+        os.kill(int(read_json(results / "sweeps" / "tiny" / "state.json")["runs"][long_key]["job_id"]), signal.SIGKILL)
+        out_first, _ = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    runs = runs_of(results)
+    assert sorted(r["config"]["t_max"] for r in runs) == [short_run, long_run], [r["dir"] for r in runs]
+    [short] = [r for r in runs if r["config"]["t_max"] == short_run]
+    assert short["status"] == "COMPLETED"
+    assert f"run {short['run_key']} skipped: completed meanwhile" in out_first, out_first
