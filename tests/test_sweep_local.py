@@ -1,4 +1,6 @@
-"""The local executor: a few runs at a time on this machine; a run killed with -9 resumes on resubmission."""
+"""The local executor: a few runs at a time on this machine; a run killed with -9 resumes on resubmission;
+two sweeps of one preset never run a run twice."""
+import contextlib
 import os
 import re
 import signal
@@ -21,6 +23,15 @@ def logged_t_env(logs: Path) -> int:
     """The furthest t_env the local jobs printed (progress lines reach the log at once: python -u)."""
     found = [int(m) for f in logs.glob("*_log.*") for m in re.findall(r"t_env (\d+)/", f.read_text())]
     return max(found, default=0)
+
+
+def kill_local_job(job_id: str) -> None:
+    """kill -9 a local submitit job: its process (the job id is its pid) and the run it started."""
+    pid = int(job_id)
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    for p in (*map(int, children), pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
 
 
 def test_kill_9_of_a_local_run_then_resubmission_resumes_from_the_last_checkpoint(tmp_path):
@@ -75,12 +86,12 @@ def test_two_sweeps_of_one_preset_never_run_a_run_twice(tmp_path):
         assert "1 to submit" in second.stdout and "1 running or queued" in second.stdout, second.stdout
         # End the long run (a local job's id is its pid); the first sweep then takes its next queued run.
         [long_key] = [r["run_key"] for r in runs_of(results) if r["config"]["t_max"] == long_run]
-        os.kill(int(read_json(results / "sweeps" / "tiny" / "state.json")["runs"][long_key]["job_id"]), signal.SIGKILL)
+        kill_local_job(read_json(results / "sweeps" / "tiny" / "state.json")["runs"][long_key]["job_id"])
         out_first, _ = first.communicate(timeout=120)
     finally:
-        if first.poll() is None:
+        with contextlib.suppress(ProcessLookupError):  # the sweep and whatever it left running
             os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
+        first.wait()
     runs = runs_of(results)
     assert sorted(r["config"]["t_max"] for r in runs) == [short_run, long_run], [r["dir"] for r in runs]
     [short] = [r for r in runs if r["config"]["t_max"] == short_run]
