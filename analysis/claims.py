@@ -174,8 +174,11 @@ def _best(frame, claim, paper):
     if any(c < 0 for c in cmp.values()):
         better = [paper.label(k) for k, c in cmp.items() if c < 0]
         return DISAGREES, f"{', '.join(better)} ends clearly higher{extra}", ours
+    if all(c > 0 for c in cmp.values()):
+        return AGREES, f"clearly above every baseline run{extra}", ours
+    close = ", ".join(paper.label(k) for k, c in cmp.items() if c == 0)
     if all(a["mean"] >= v["mean"] for v in others.values()):
-        return AGREES, f"highest mean{extra}", ours
+        return INCONCLUSIVE, f"highest mean, but within noise of {close}{extra}", ours
     return INCONCLUSIVE, f"another algorithm's mean is higher, within noise{extra}", ours
 
 

@@ -95,7 +95,9 @@ def claim(**fields):
 
 def test_claim_verdicts(tmp_path, paper):
     frame = sacred_runs(tmp_path, [("asae", "3m", 0, 1.0), ("asae", "3m", 1, 1.0), ("asae", "3m", 2, 0.95),
-                                   ("coma", "3m", 0, 0.0), ("coma", "3m", 1, 0.05), ("coma", "3m", 2, 0.0)])
+                                   ("coma", "3m", 0, 0.0), ("coma", "3m", 1, 0.05), ("coma", "3m", 2, 0.0),
+                                   ("asae", "8m", 0, 0.9), ("asae", "8m", 1, 1.0), ("asae", "8m", 2, 0.95),
+                                   ("coma", "8m", 0, 0.85), ("coma", "8m", 1, 1.0), ("coma", "8m", 2, 0.9)])
     small = {"budget": 4000, "budget_unit": "env_steps"}
     p = with_claims(paper,
                     claim(id="value-ok", kind="value", map="3m", algo="asae", paper=1.0, **small),
@@ -104,6 +106,7 @@ def test_claim_verdicts(tmp_path, paper):
                     claim(id="beats", kind="beats", map="3m", algo="asae", versus="coma", **small),
                     claim(id="worse", kind="not_worse", map="3m", algo="coma", versus="asae", **small),
                     claim(id="best", kind="best", map="3m", algo="asae", versus="coma,qmix", **small),
+                    claim(id="best-close", kind="best", map="8m", algo="asae", versus="coma", tolerance=0.0, **small),
                     claim(id="sc2", kind="value", map="MMM2", algo="asae", paper=0.78, **small),
                     claim(id="no-qmix", kind="not_worse", map="3m", algo="asae", versus="qmix", **small),
                     claim(id="huh", kind="nonsense"))
@@ -115,6 +118,9 @@ def test_claim_verdicts(tmp_path, paper):
     assert verdicts.loc["beats", "verdict"] == "agrees"
     assert verdicts.loc["worse", "verdict"] == "disagrees"
     assert verdicts.loc["best", "verdict"] == "agrees" and "not run: qmix" in verdicts.loc["best", "why"]
+    # The highest mean, but inside the other's noise: not evidence of "highest".
+    assert verdicts.loc["best-close", "verdict"] == "inconclusive"
+    assert "within noise of COMA" in verdicts.loc["best-close", "why"]
     assert verdicts.loc["sc2", "verdict"] == "not run here"
     assert "needs real StarCraft II" in verdicts.loc["sc2", "why"]
     assert verdicts.loc["no-qmix", "verdict"] == "not run here"
