@@ -119,11 +119,11 @@ class Sweep:
         """Why ``run_key`` need not run any more (None: it must): another sweep of this preset, in another
         terminal or on a machine sharing the results, completed it or is running it now."""
         [st] = run_statuses([run_key], self.results_dir, self.state)
+        if not st.settled:
+            return None
         if st.status == "completed":
             return f"completed meanwhile ({_short(st.run_dir)})"
-        if st.active:
-            return f"another sweep is running it (job {st.job_id or '?'})"
-        return None
+        return f"another sweep is running it (job {st.job_id or '?'})"
 
     def job(self, run_key: str, threads: int | None, commit: bool = False) -> RunJob:
         spec, _ = self.runs[run_key]
@@ -223,7 +223,7 @@ def sweep_main(argv: Sequence[str]) -> int:
     if args.commit:
         check_committable(sweep.results_dir)
     statuses = sweep.statuses()
-    todo = [st for st in statuses if st.status != "completed" and not st.active]
+    todo = [st for st in statuses if not st.settled]
     n_done = sum(st.status == "completed" for st in statuses)
     n_active = sum(st.active for st in statuses)
     n_resume = sum(st.resume_from is not None for st in todo)

@@ -165,6 +165,11 @@ class RunStatus:
     job_state: str = ""  # SLURM state or local process state, "" when unknown
     active: bool = False  # a job (or a live process) is working on it: do not submit again
 
+    @property
+    def settled(self) -> bool:
+        """Nothing to submit: the run completed, or a job is working on it."""
+        return self.status == "completed" or self.active
+
 
 def classify(run_key: str, records: Sequence[Any], entry: Mapping[str, Any] | None,
              slurm_states: Mapping[str, str]) -> RunStatus:
