@@ -18,9 +18,10 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 
-from algos.base import Common, Learner, PolicyController, RewardStandardiser, make_optimizer
+from algos.base import Common, Learner, PolicyController, reward_standardiser
 from algos.batch import EpisodeBatch
-from algos.critic import CentralQCritic, slot_index, td_lambda_targets
+from algos.critic import CentralQCritic, td_lambda_targets
+from algos.packing import Slots, TimeStep
 from algos.exploration import LinearSchedule
 from algos.networks import (RNNAgent, agent_input_dim, batch_agent_inputs, epsilon_floor, gumbel_max_available,
                             masked_log_softmax)
@@ -70,30 +71,33 @@ class ActorCriticConfig:
 
 class MarginalSamples(NamedTuple):
     """What one marginal-advantage estimate drew and computed (for a rerun with common random numbers)."""
-    slots: tuple[torch.Tensor, torch.Tensor]  # the packed (episode, time) slots
+    slots: Slots  # the packed (episode, time) slots
     noise: torch.Tensor | None  # Gumbel noise of the m - 1 drawn samples: [R, m-1, n, |U|] (None if m = 1)
     joint: torch.Tensor  # [R, m, n] joint actions (sample 0: executed)
     q: torch.Tensor  # [R, m, n, |U|] critic values
 
 
 class CounterfactualActorCritic(Learner):
+    packable = True
     state_attrs = ("actor", "critic", "target_critic", "actor_opt", "critic_opt", "critic_steps",
                    "last_target_update_step", "reward_standardiser")
 
     def __init__(self, spec: TeamSpec, cfg: Any, common: Common):
         super().__init__(spec, cfg, common)
         in_dim = agent_input_dim(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.obs_last_action)
-        self.actor = RNNAgent(in_dim, cfg.rnn_hidden_dim, spec.n_actions).to(self.device)
-        self.critic = CentralQCritic(spec, cfg.critic_hidden_dim).to(self.device)
+        seeds = common.seeds
+        self.actor = RNNAgent(in_dim, cfg.rnn_hidden_dim, spec.n_actions, seeds).to(self.device)
+        self.critic = CentralQCritic(spec, cfg.critic_hidden_dim, seeds).to(self.device)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = make_optimizer(self.actor.parameters(), common.lr, cfg.optimizer, cfg.optim_alpha, cfg.optim_eps)
-        self.critic_opt = make_optimizer(self.critic.parameters(), common.critic_lr, cfg.optimizer, cfg.optim_alpha,
-                                         cfg.optim_eps)
+        self.actor_opt = self.axis.optimizer(self.actor.parameters(), common.lr, cfg.optimizer, cfg.optim_alpha,
+                                             cfg.optim_eps)
+        self.critic_opt = self.axis.optimizer(self.critic.parameters(), common.critic_lr, cfg.optimizer,
+                                              cfg.optim_alpha, cfg.optim_eps)
         self.epsilon = LinearSchedule(cfg.epsilon_start, cfg.epsilon_finish, cfg.epsilon_anneal_time)
         self.controller = PolicyController(self.actor, spec, self.device, cfg.obs_last_action, self.epsilon)
-        self.critic_steps = 0
-        self.last_target_update_step = 0
-        self.reward_standardiser = RewardStandardiser() if cfg.standardise_rewards else None
+        self.critic_steps = self.axis.counter()
+        self.last_target_update_step = self.axis.counter()
+        self.reward_standardiser = reward_standardiser(seeds) if cfg.standardise_rewards else None
 
     # --- pieces -----------------------------------------------------------------------------------
     def prepare(self, batch: EpisodeBatch) -> EpisodeBatch:
@@ -121,39 +125,39 @@ class CounterfactualActorCritic(Learner):
         inputs = self.critic.base_inputs(batch)  # shared by the target and every step
         # Only slots that matter go through the critics (packed): real transitions for the fit, and the
         # slot after each for the target values Q(s_{t+1}, u_{t+1}) the TD(lambda) returns bootstrap from.
-        real = slot_index(batch.filled)
-        after = (real[0], real[1] + 1)  # slot t+1 of each real t
+        axis = self.axis
+        real = axis.slot_index(batch.filled)  # in a pack: the same number of rows per seed, fillers marked
+        after = (real.index[0], real.index[1] + 1)  # slot t+1 of each real t
         with torch.no_grad():
             target_taken = torch.zeros(batch.actions.shape, device=batch.obs.device)
             target_taken[after] = self.target_critic.q_taken(self.target_critic.features(inputs.rows(after)),
                                                              batch.actions[after])[1]
             targets = td_lambda_targets(batch, target_taken, self.common.gamma, self.cfg.td_lambda)
-        rows, actions, targets = inputs.rows(real), batch.actions[real], targets[real]  # [R, ...], R in (episode, t) order
+        # [R, ...], R in (episode, t) order
+        rows, actions, targets = inputs.rows(real.index), batch.actions[real.index], targets[real.index]
         if self.cfg.critic_train_mode == "seq":
             # PyMARL: one step per time step, latest first, on the rows of that step across episodes
-            counts = torch.bincount(real[1], minlength=batch.max_t).tolist()  # one host sync
-            by_time = torch.argsort(real[1], stable=True).split(counts)
-            steps = [rows_t for rows_t in reversed(by_time) if rows_t.numel()]
+            steps = axis.time_steps(real, batch.max_t)
         else:
-            steps = [None] * self.cfg.critic_epochs
+            steps = [TimeStep(None, real.valid, None)] * self.cfg.critic_epochs
         losses, grad_norms = [], []  # tensors until the end: converting each would sync a GPU once per step
-        for idx in steps:
+        for step in steps:
+            idx = step.rows
             step_rows, step_actions, step_targets = ((rows, actions, targets) if idx is None else
                                                      (rows.rows(idx), actions[idx], targets[idx]))
             _, taken = self.critic.q_taken(self.critic.features(step_rows), step_actions)
-            loss = ((taken - step_targets) ** 2).mean()
+            loss = axis.row_mean((taken - step_targets) ** 2, step.valid)
             self.critic_opt.zero_grad()
-            loss.backward()
-            grad_norms.append(torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.grad_norm_clip))
-            self.critic_opt.step()
+            axis.total(loss).backward()
+            grad_norms.append(axis.clip_grad_norm(self.critic.parameters(), self.cfg.grad_norm_clip))
+            axis.step(self.critic_opt, step.seed_mask)
             losses.append(loss.detach())
-        self.critic_steps += len(steps)
-        if self.critic_steps - self.last_target_update_step >= self.cfg.target_update_interval:
-            self.target_critic.load_state_dict(self.critic.state_dict())
-            self.last_target_update_step = self.critic_steps
-        loss, grad_norm, target_mean = torch.stack([torch.stack(losses).mean(), torch.stack(grad_norms).mean(),
-                                                    targets.mean()]).tolist()
-        return {"critic_loss": loss, "critic_grad_norm": grad_norm, "target_mean": target_mean}
+        self.critic_steps = self.critic_steps + axis.steps_taken(steps)
+        due = self.critic_steps - self.last_target_update_step >= self.cfg.target_update_interval
+        axis.copy_where(self.target_critic, self.critic, due)
+        self.last_target_update_step = axis.select(due, self.critic_steps, self.last_target_update_step)
+        return axis.metrics({"critic_loss": axis.step_mean(losses, steps), "critic_grad_norm": axis.step_mean(grad_norms, steps),
+                             "target_mean": axis.row_mean(targets, real.valid)})
 
     @torch.no_grad()
     def marginal_advantage(self, batch: EpisodeBatch, pi: torch.Tensor, m: int,
@@ -183,15 +187,17 @@ class CounterfactualActorCritic(Learner):
         out different go through the critic again (the others reuse its Q values).
         """
         b, t1, n, n_act = pi.shape
+        axis = self.axis
         if rerun is not None:
-            slots, noise = rerun.slots, rerun.noise
+            packed, noise = rerun.slots, rerun.noise
         else:
             if kind == "coma":
-                slots = slot_index(batch.filled)  # eq. 1 needs step t only
+                packed = axis.slot_index(batch.filled)  # eq. 1 needs step t only
             else:  # eq. 9 also needs V at t + 1
                 filled = batch.filled.bool()
-                slots = slot_index(torch.cat([filled, filled[:, -1:]], dim=1) | torch.cat([filled[:, :1], filled], dim=1))
+                packed = axis.slot_index(torch.cat([filled, filled[:, -1:]], dim=1) | torch.cat([filled[:, :1], filled], dim=1))
             noise = None
+        slots = packed.index
         if base is None:
             base = self.critic.base_features(batch)
         pi_s, executed = pi[slots], batch.actions[slots]  # [R, n, |U|], [R, n]
@@ -206,18 +212,18 @@ class CounterfactualActorCritic(Learner):
             q = self.critic(base[slots], joint)  # [R, m, n, |U|]
         else:
             q = rerun.q.clone()
-            changed = slot_index((joint != rerun.joint).any(-1))  # (slot, sample) pairs whose joint action moved
+            changed = axis.slot_index((joint != rerun.joint).any(-1)).index  # (slot, sample) pairs whose joint action moved
             if changed[0].numel():
                 q[changed] = self.critic(base[slots][changed[0]], joint[changed].unsqueeze(1)).squeeze(1)
         baseline = (q * pi_s.unsqueeze(1)).sum(-1)  # V(s, u^{-a}_k) under a's own policy: [R, m, n]
-        samples = MarginalSamples(slots, noise, joint, q)
+        samples = MarginalSamples(packed, noise, joint, q)
         if kind == "coma":
             own = q.gather(-1, executed[:, None, :, None].expand(*baseline.shape, 1)).squeeze(-1)
             out = torch.zeros(b, t1 - 1, n, dtype=q.dtype, device=q.device)
-            out[slots] = (own - baseline).mean(dim=1)
+            out[slots] = axis.only_valid((own - baseline).mean(dim=1), packed)
             return out, samples
         v = torch.zeros(b, t1, m, n, dtype=q.dtype, device=q.device)
-        v[slots] = baseline
+        v[slots] = axis.only_valid(baseline, packed)
         reward = batch.reward[:, :, None, None]
         not_term = (1.0 - batch.terminated)[:, :, None, None]
         per_sample = reward + self.common.gamma * not_term * v[:, 1:] - v[:, :-1]
@@ -226,7 +232,7 @@ class CounterfactualActorCritic(Learner):
     def step_actor(self, loss: torch.Tensor) -> torch.Tensor:
         """One actor step; returns the gradient norm as a tensor (no GPU sync: convert it once, at the end)."""
         self.actor_opt.zero_grad()
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.grad_norm_clip)
-        self.actor_opt.step()
+        self.axis.total(loss).backward()
+        grad_norm = self.axis.clip_grad_norm(self.actor.parameters(), self.cfg.grad_norm_clip)
+        self.axis.step(self.actor_opt)
         return grad_norm

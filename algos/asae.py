@@ -26,10 +26,9 @@ from typing import Literal, Optional
 import torch
 
 from algos.actor_critic import ActorCriticConfig, CounterfactualActorCritic
-from algos.base import masked_mean
 from algos.batch import EpisodeBatch
 from algos.networks import at_executed, entropy, masked_log_softmax
-from algos.ppo import clipped_surrogate_loss, episode_minibatches, normalize_advantages, per_agent_kl
+from algos.ppo import clipped_surrogate_loss, normalize_advantages, per_agent_kl
 from validation import require
 
 
@@ -61,8 +60,8 @@ class ASAE(CounterfactualActorCritic):
         """The clipped surrogate on the acting (floored) policy ``logp``, minus the entropy bonus on the
         actor's softmax ``logp_soft``. Returns (loss, softmax entropy, clip fraction)."""
         surrogate, clip_frac = clipped_surrogate_loss(at_executed(logp, actions), logp_old_taken, advantages, mask,
-                                                      self.cfg.clip)
-        ent = masked_mean(entropy(logp_soft[:, :-1]), mask)
+                                                      self.cfg.clip, self.axis.masked_mean)
+        ent = self.axis.masked_mean(entropy(logp_soft[:, :-1]), mask)
         return surrogate - self.cfg.entropy_coef * ent, ent, clip_frac
 
     def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
@@ -77,9 +76,9 @@ class ASAE(CounterfactualActorCritic):
             base = self.critic.base_features(batch)  # the critic is fixed from here on: reused below
             advantages, samples = self.marginal_estimate(batch, pi_old, cfg.m, cfg.advantage, base)
             logp_old_taken = at_executed(logp_old, batch.actions)
-        adv = normalize_advantages(advantages, mask) if cfg.normalize_advantage else advantages
+        adv = normalize_advantages(advantages, mask, self.axis) if cfg.normalize_advantage else advantages
         for _ in range(cfg.ppo_epochs):
-            for idx in episode_minibatches(batch.batch_size, cfg.minibatches):
+            for idx in self.axis.episode_minibatches(batch.batch_size, cfg.minibatches):
                 idx = idx.to(self.device, non_blocking=True)  # one copy, not a GPU sync per indexed tensor
                 avail = batch.avail[idx]
                 logp_soft = masked_log_softmax(self.actor(inputs[idx]), avail)
@@ -87,20 +86,21 @@ class ASAE(CounterfactualActorCritic):
                 loss, softmax_entropy, clip_frac = self.actor_loss(logp, logp_soft, batch.actions[idx],
                                                                    logp_old_taken[idx], adv[idx], mask[idx])
                 grad_norm = self.step_actor(loss)
-        metrics.update({"actor_loss": loss.item(), "entropy": float(masked_mean(entropy(logp_old[:, :-1]), mask)),
-                        "entropy_softmax": softmax_entropy.item(), "clip_frac": clip_frac.item(),
-                        "actor_grad_norm": float(grad_norm), "advantage_mean": float(masked_mean(advantages, mask))})
+        metric, mean = self.axis.metric, self.axis.masked_mean
+        metrics.update({"actor_loss": metric(loss), "entropy": metric(mean(entropy(logp_old[:, :-1]), mask)),
+                        "entropy_softmax": metric(softmax_entropy), "clip_frac": metric(clip_frac),
+                        "actor_grad_norm": metric(grad_norm), "advantage_mean": metric(mean(advantages, mask))})
         metrics.update(self._synchrony_diagnostics(batch, t_env, logp_old, advantages, mask, inputs, base, samples))
         return metrics
 
     @torch.no_grad()
     def _synchrony_diagnostics(self, batch, t_env, logp_old, advantages, mask, inputs, base, samples) -> dict[str, float]:
         logp_new = self.policy_log_probs(batch, t_env, inputs)
-        per_agent = per_agent_kl(logp_old, logp_new, mask)  # KL(pi_i || pi_{i+1}) per agent
-        out = {"kl": float(per_agent.mean()), "kl_max_agent": float(per_agent.max())}
+        per_agent = per_agent_kl(logp_old, logp_new, mask, self.axis)  # KL(pi_i || pi_{i+1}) per agent
+        out = {"kl": self.axis.metric(per_agent.mean(-1)), "kl_max_agent": self.axis.metric(per_agent.max(-1).values)}
         if self.cfg.log_async_gap:
             # the same random numbers as the update's estimate: the gap is the policy change's, not noise
             new_adv, _ = self.marginal_estimate(batch, logp_new.exp(), self.cfg.m, self.cfg.advantage, base,
                                                 rerun=samples)
-            out["async_gap"] = float(masked_mean((new_adv - advantages).abs(), mask))
+            out["async_gap"] = self.axis.metric(self.axis.masked_mean((new_adv - advantages).abs(), mask))
         return out

@@ -15,6 +15,7 @@ import torch
 
 from envs.base import TeamObs, TeamSpec
 from algos.batch import EpisodeBatch
+from algos.packing import SeedAxis, masked_mean  # noqa: F401  (masked_mean: re-exported)
 from algos.networks import AgentNet, epsilon_floor, greedy_available, masked_log_softmax, sample_available
 
 
@@ -28,6 +29,7 @@ class Common:
     batch_size: int  # episodes per update (on-policy: collected per iteration; off-policy: sampled)
     episode_limit: int
     device: torch.device
+    seeds: int = 1  # seeds packed in this learner (algos/packing.py); their episodes folded seed-major
 
 
 class Controller(abc.ABC):
@@ -101,6 +103,7 @@ class PolicyController(Controller):
 
 
 class Learner(abc.ABC):
+    packable: ClassVar[bool] = False  # trains several seeds at once (Common.seeds > 1; algos/packing.py)
     name: ClassVar[str]
     description: ClassVar[str]
     Config: ClassVar[type]
@@ -109,6 +112,7 @@ class Learner(abc.ABC):
     def __init__(self, spec: TeamSpec, cfg: Any, common: Common):
         self.spec, self.cfg, self.common = spec, cfg, common
         self.device = common.device
+        self.axis = SeedAxis(common.seeds)
 
     controller: Controller
 
@@ -150,10 +154,6 @@ def clip_grad(params, max_norm: float) -> float:
     return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of x over entries where mask is 1 (mask broadcast to x)."""
-    mask = mask.expand_as(x)
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 class RewardStandardiser:
@@ -186,3 +186,32 @@ class RewardStandardiser:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.mean, self.var, self.count = state["mean"], state["var"], state["count"]
+
+
+class SeedwiseRewardStandardiser:
+    """``RewardStandardiser`` for a pack: one set of running moments per seed, each seed's episodes
+    (folded seed-major) standardised by its own; its state is the seeds' states, stacked."""
+
+    def __init__(self, seeds: int) -> None:
+        self.parts = [RewardStandardiser() for _ in range(seeds)]
+
+    def apply(self, batch: EpisodeBatch) -> EpisodeBatch:
+        n = len(self.parts)
+        rewards = [part(r, f) for part, r, f in zip(self.parts, batch.reward.chunk(n), batch.filled.chunk(n))]
+        return replace(batch, reward=torch.cat(rewards))
+
+    def state_dict(self) -> dict[str, Any]:
+        from algos.packing import stack_tree
+
+        return stack_tree([part.state_dict() for part in self.parts])
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from algos.packing import unstack_tree
+
+        for s, part in enumerate(self.parts):
+            part.load_state_dict(unstack_tree(state, s))
+
+
+def reward_standardiser(seeds: int = 1):
+    """EPyMARL's reward standardisation for a learner of ``seeds`` packed seeds."""
+    return RewardStandardiser() if seeds == 1 else SeedwiseRewardStandardiser(seeds)

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import torch
 
 from algos.actor_critic import ActorCriticConfig, CounterfactualActorCritic
-from algos.base import masked_mean
 from algos.batch import EpisodeBatch
 from algos.networks import at_executed, entropy
 
@@ -28,8 +27,9 @@ class COMA(CounterfactualActorCritic):
     def actor_loss(self, logp: torch.Tensor, logp_soft: torch.Tensor, actions: torch.Tensor, advantages: torch.Tensor,
                    mask: torch.Tensor):
         """-E[A log pi(u)] on the acting (floored) policy, minus the entropy bonus on the actor's softmax."""
-        ent = masked_mean(entropy(logp_soft[:, :-1]), mask)
-        return -masked_mean(advantages * at_executed(logp, actions), mask) - self.cfg.entropy_coef * ent, ent
+        mean = self.axis.masked_mean
+        ent = mean(entropy(logp_soft[:, :-1]), mask)
+        return -mean(advantages * at_executed(logp, actions), mask) - self.cfg.entropy_coef * ent, ent
 
     def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
         batch = self.prepare(batch)
@@ -40,6 +40,7 @@ class COMA(CounterfactualActorCritic):
         mask = batch.filled.unsqueeze(-1)
         loss, softmax_entropy = self.actor_loss(logp, logp_soft, batch.actions, advantages, mask)
         grad_norm = self.step_actor(loss)
-        return {**metrics, "actor_loss": loss.item(), "entropy": float(masked_mean(entropy(logp.detach()[:, :-1]), mask)),
-                "entropy_softmax": softmax_entropy.item(), "actor_grad_norm": float(grad_norm),
-                "advantage_mean": float(masked_mean(advantages, mask))}
+        metric, mean = self.axis.metric, self.axis.masked_mean
+        return {**metrics, "actor_loss": metric(loss), "entropy": metric(mean(entropy(logp.detach()[:, :-1]), mask)),
+                "entropy_softmax": metric(softmax_entropy), "actor_grad_norm": metric(grad_norm),
+                "advantage_mean": metric(mean(advantages, mask))}

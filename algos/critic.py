@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from algos.batch import EpisodeBatch
+from algos.packing import Linear, seed_linear, stacked_param
 from envs.base import TeamSpec
 
 
@@ -42,24 +43,23 @@ def slot_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class CentralQCritic(nn.Module):
-    def __init__(self, spec: TeamSpec, hidden_dim: int = 128):
+    def __init__(self, spec: TeamSpec, hidden_dim: int = 128, seeds: int = 1):
         super().__init__()
         n, a = spec.n_agents, spec.n_actions
-        self.n_agents, self.n_actions = n, a
+        self.n_agents, self.n_actions, self.seeds = n, a, seeds
         self.state_dim, self.obs_dim = spec.state_dim, spec.obs_dim
         # The first layer of the concatenated input [state, own obs, last joint action, agent id, others'
         # actions], as two parameters: ``base`` for the per-step inputs (columns in that order) and
         # ``action_rows`` for the others' one-hot actions.
         base_dim = spec.state_dim + spec.obs_dim + n * a + n
-        self.base = nn.Linear(base_dim, hidden_dim)
+        self.base = Linear(seeds, base_dim, hidden_dim)
         # Rows of the first layer's weight that multiply the others' one-hot actions, per (agent, action).
-        self.action_rows = nn.Parameter(torch.empty(n, a, hidden_dim))
         bound = 1.0 / math.sqrt(base_dim + n * a)  # nn.Linear's init for the full concatenated input
-        nn.init.uniform_(self.action_rows, -bound, bound)
+        self.action_rows = stacked_param(seeds, n, a, hidden_dim, init=lambda p: nn.init.uniform_(p, -bound, bound))
         nn.init.uniform_(self.base.weight, -bound, bound)
         nn.init.uniform_(self.base.bias, -bound, bound)
-        self.fc2 = nn.Linear(hidden_dim, hidden_dim)
-        self.out = nn.Linear(hidden_dim, a)
+        self.fc2 = Linear(seeds, hidden_dim, hidden_dim)
+        self.out = Linear(seeds, hidden_dim, a)
 
     def base_inputs(self, batch: EpisodeBatch) -> CriticInputs:
         """The per-step inputs of every slot [B, T+1, ...] (no parameters: build once per update)."""
@@ -73,9 +73,15 @@ class CentralQCritic(nn.Module):
         The state and the last joint action are the same for all n agents of a step, so their part of the
         first layer is computed once per step, not once per agent; the agent id's part is a weight column.
         """
-        w, s, o = self.base.weight, self.state_dim, self.obs_dim
-        per_step = F.linear(inputs.step, torch.cat([w[:, :s], w[:, s + o:w.shape[1] - self.n_agents]], dim=1))
-        per_agent = F.linear(inputs.obs, w[:, s:s + o], self.base.bias) + w[:, w.shape[1] - self.n_agents:].t()
+        w, s, o, n = self.base.weight, self.state_dim, self.obs_dim, self.n_agents
+        width = w.shape[-1]
+        per_step = seed_linear(inputs.step, torch.cat([w[..., :s], w[..., s + o:width - n]], dim=-1))
+        per_agent = seed_linear(inputs.obs, w[..., s:s + o], self.base.bias)
+        ids = w[..., width - n:].transpose(-1, -2)  # [n, H] (a pack: [S, n, H])
+        if ids.dim() == 3:  # the folded rows of seed s take seed s's id columns
+            per_agent = (per_agent.reshape(self.seeds, -1, n, per_agent.shape[-1]) + ids.unsqueeze(1)).reshape(per_agent.shape)
+        else:
+            per_agent = per_agent + ids
         return per_agent + per_step.unsqueeze(-2)
 
     def base_features(self, batch: EpisodeBatch) -> torch.Tensor:
@@ -92,7 +98,11 @@ class CentralQCritic(nn.Module):
         # [..., m, n, H]: the row of agent j's action, as one embedding lookup (the same values and
         # gradients as indexing action_rows[j, u], a few times faster on CPU)
         first_row = torch.arange(0, n * a, a, device=joint_actions.device)
-        rows = F.embedding(joint_actions + first_row, self.action_rows.view(n * a, -1))
+        if self.seeds > 1:  # seed s's folded rows look up seed s's table
+            lead = joint_actions.shape[0]
+            seed = torch.arange(self.seeds, device=joint_actions.device).repeat_interleave(lead // self.seeds)
+            first_row = first_row + (seed * n * a).reshape((lead,) + (1,) * (joint_actions.dim() - 1))
+        rows = F.embedding(joint_actions + first_row, self.action_rows.reshape(self.seeds * n * a, -1))
         h = torch.sub(rows.sum(dim=-2, keepdim=True), rows, out=rows if not rows.requires_grad else None)
         h += base.unsqueeze(-3)  # for agent a: base_a + sum over j != a of agent j's row
         h = F.relu(h, inplace=True)

@@ -11,27 +11,29 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from algos.packing import Linear
+
 
 class VDNMixer(nn.Module):
     def forward(self, agent_qs: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
         return agent_qs.sum(dim=-1)
 
 
-def _hypernet(in_dim: int, out_dim: int, hidden_dim: int, layers: int) -> nn.Module:
+def _hypernet(in_dim: int, out_dim: int, hidden_dim: int, layers: int, seeds: int = 1) -> nn.Module:
     if layers == 1:
-        return nn.Linear(in_dim, out_dim)
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, out_dim))
+        return Linear(seeds, in_dim, out_dim)
+    return nn.Sequential(Linear(seeds, in_dim, hidden_dim), nn.ReLU(), Linear(seeds, hidden_dim, out_dim))
 
 
 class QMixer(nn.Module):
     def __init__(self, n_agents: int, state_dim: int, embed_dim: int = 32, hypernet_dim: int = 64,
-                 hypernet_layers: int = 2):
+                 hypernet_layers: int = 2, seeds: int = 1):
         super().__init__()
         self.n_agents, self.embed_dim = n_agents, embed_dim
-        self.hyper_w1 = _hypernet(state_dim, n_agents * embed_dim, hypernet_dim, hypernet_layers)
-        self.hyper_w2 = _hypernet(state_dim, embed_dim, hypernet_dim, hypernet_layers)
-        self.hyper_b1 = nn.Linear(state_dim, embed_dim)
-        self.hyper_v = nn.Sequential(nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1))
+        self.hyper_w1 = _hypernet(state_dim, n_agents * embed_dim, hypernet_dim, hypernet_layers, seeds)
+        self.hyper_w2 = _hypernet(state_dim, embed_dim, hypernet_dim, hypernet_layers, seeds)
+        self.hyper_b1 = Linear(seeds, state_dim, embed_dim)
+        self.hyper_v = nn.Sequential(Linear(seeds, state_dim, embed_dim), nn.ReLU(), Linear(seeds, embed_dim, 1))
 
     def forward(self, agent_qs: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
         """agent_qs [..., n], states [..., S] -> Q_tot [...]."""

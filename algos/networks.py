@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from algos.batch import EpisodeBatch
+from algos.packing import GRU, Linear, gru_step
 
 NEG_INF = -1e10  # logits of unavailable actions (finite: keeps softmax and its gradient NaN-free)
 
@@ -35,12 +36,12 @@ class AgentNet(nn.Module):
     step with a hidden state, and ``init_hidden``. Layers fc1 -> rnn -> fc2 (PyMARL's names, so their
     checkpoints' keys are the same for either agent)."""
 
-    def __init__(self, input_dim: int, hidden_dim: int, n_outputs: int, middle: nn.Module):
+    def __init__(self, input_dim: int, hidden_dim: int, n_outputs: int, middle: nn.Module, seeds: int = 1):
         super().__init__()
         self.hidden_dim = hidden_dim
-        self.fc1 = nn.Linear(input_dim, hidden_dim)
+        self.fc1 = Linear(seeds, input_dim, hidden_dim)
         self.rnn = middle
-        self.fc2 = nn.Linear(hidden_dim, n_outputs)
+        self.fc2 = Linear(seeds, hidden_dim, n_outputs)
 
     def init_hidden(self, batch: int, n_agents: int, device=None) -> torch.Tensor:
         return torch.zeros(batch, n_agents, self.hidden_dim, device=device)
@@ -59,8 +60,8 @@ class RNNAgent(AgentNet):
     start from a zero hidden state at t = 0, so acting and training see identical activations.
     """
 
-    def __init__(self, input_dim: int, hidden_dim: int, n_outputs: int):
-        super().__init__(input_dim, hidden_dim, n_outputs, nn.GRU(hidden_dim, hidden_dim, batch_first=True))
+    def __init__(self, input_dim: int, hidden_dim: int, n_outputs: int, seeds: int = 1):
+        super().__init__(input_dim, hidden_dim, n_outputs, GRU(seeds, hidden_dim, hidden_dim), seeds)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """inputs [B, T, n, d] -> outputs [B, T, n, n_outputs]."""
@@ -76,10 +77,8 @@ class RNNAgent(AgentNet):
         bit), without nn.GRU's per-call Python work, which costs more than the cell itself when acting.
         """
         b, n, _ = inputs.shape
-        rnn = self.rnn
         x = F.relu(self.fc1(inputs)).reshape(b * n, self.hidden_dim)
-        h = torch.gru_cell(x, hidden.reshape(b * n, self.hidden_dim), rnn.weight_ih_l0, rnn.weight_hh_l0,
-                           rnn.bias_ih_l0, rnn.bias_hh_l0).reshape(b, n, self.hidden_dim)
+        h = gru_step(self.rnn, x, hidden.reshape(b * n, self.hidden_dim)).reshape(b, n, self.hidden_dim)
         return self.fc2(h), h
 
 
@@ -88,8 +87,8 @@ class MLPAgent(AgentNet):
     -> fc -> relu -> fc, no memory; the hidden state passes through unused, so every controller and
     learner works with either agent."""
 
-    def __init__(self, input_dim: int, hidden_dim: int, n_outputs: int):
-        super().__init__(input_dim, hidden_dim, n_outputs, nn.Linear(hidden_dim, hidden_dim))
+    def __init__(self, input_dim: int, hidden_dim: int, n_outputs: int, seeds: int = 1):
+        super().__init__(input_dim, hidden_dim, n_outputs, Linear(seeds, hidden_dim, hidden_dim), seeds)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.relu(self.rnn(F.relu(self.fc1(inputs)))))

@@ -6,25 +6,25 @@ import torch
 
 from algos.base import masked_mean
 from algos.batch import EpisodeBatch
+from algos.packing import SeedAxis
 
 
 def clipped_surrogate_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor,
-                           mask: torch.Tensor, clip: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+                           mask: torch.Tensor, clip: float | None, mean=masked_mean) -> tuple[torch.Tensor, torch.Tensor]:
     """-E[min(r A, clip(r, 1-eps, 1+eps) A)] over masked entries, and the fraction of clipped ratios.
 
     ``clip=None`` disables clipping (the loss is then -E[r A], whose gradient at r = 1 is the plain
-    policy gradient -E[A grad log pi]).
+    policy gradient -E[A grad log pi]). ``mean``: the masked mean (a packed learner's is per seed).
     """
     mask = mask.expand_as(advantages)
-    denom = mask.sum().clamp(min=1.0)
     ratio = torch.exp(logp - logp_old)
     surrogate = ratio * advantages
     if clip is None:
         clipped_frac = torch.zeros((), device=logp.device)
     else:
         surrogate = torch.min(surrogate, torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * advantages)
-        clipped_frac = (((ratio - 1.0).abs() > clip).float() * mask).sum() / denom
-    return -(surrogate * mask).sum() / denom, clipped_frac
+        clipped_frac = mean(((ratio - 1.0).abs() > clip).float(), mask)
+    return -mean(surrogate, mask), clipped_frac
 
 
 def episode_minibatches(n_episodes: int, n_minibatches: int, generator: torch.Generator | None = None):
@@ -33,10 +33,12 @@ def episode_minibatches(n_episodes: int, n_minibatches: int, generator: torch.Ge
     return [chunk for chunk in perm.chunk(max(1, min(n_minibatches, n_episodes)))]
 
 
-def normalize_advantages(advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(A - mean) / std over the masked entries (padding stays at its shifted value; it is masked later)."""
-    mean = masked_mean(advantages, mask)
-    std = masked_mean((advantages - mean) ** 2, mask).sqrt()
+def normalize_advantages(advantages: torch.Tensor, mask: torch.Tensor, axis: SeedAxis | None = None) -> torch.Tensor:
+    """(A - mean) / std over the masked entries (padding stays at its shifted value; it is masked later);
+    per seed in a pack (``axis``)."""
+    axis = axis or SeedAxis()
+    mean = axis.per_seed(axis.masked_mean(advantages, mask), advantages)
+    std = axis.per_seed(axis.masked_mean((advantages - mean) ** 2, mask).sqrt(), advantages)
     return (advantages - mean) / (std + 1e-8)
 
 
@@ -72,7 +74,9 @@ def value_loss(values: torch.Tensor, values_old: torch.Tensor, returns: torch.Te
     return masked_mean(loss, mask)
 
 
-def per_agent_kl(logp_old: torch.Tensor, logp_new: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Exact KL(pi_old || pi_new) over actions, averaged over real steps per agent: logp [B, T+1, n, |U|] -> [n]."""
+def per_agent_kl(logp_old: torch.Tensor, logp_new: torch.Tensor, mask: torch.Tensor,
+                 axis: SeedAxis | None = None) -> torch.Tensor:
+    """Exact KL(pi_old || pi_new) over actions, averaged over real steps per agent: logp [B, T+1, n, |U|]
+    -> [n] ([S, n] for a pack's ``axis``)."""
     kl = (logp_old.exp() * (logp_old - logp_new)).sum(-1)[:, :-1]
-    return (kl * mask).sum((0, 1)) / mask.sum((0, 1)).clamp(min=1.0)
+    return (axis or SeedAxis()).agent_means(kl, mask)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 import torch.nn as nn
 
-from algos.base import Common, Learner, RewardStandardiser, clip_grad, make_optimizer, masked_mean
+from algos.base import Common, Learner, reward_standardiser
 from algos.batch import EpisodeBatch
 from algos.exploration import EpsilonGreedyController, LinearSchedule
 from algos.networks import AgentNet, MLPAgent, RNNAgent, agent_input_dim, at_executed, batch_agent_inputs, greedy_available
@@ -74,6 +74,13 @@ class QLearningConfig:
         require(self.optim_eps > 0, f"learner.optim_eps={self.optim_eps} must be positive")
 
 
+def mean_over_updates(values: list) -> float | list[float]:
+    """The mean of a metric over the updates of one call (per seed: lists of one value per seed)."""
+    if isinstance(values[0], list):
+        return [sum(v[s] for v in values) / len(values) for s in range(len(values[0]))]
+    return sum(values) / len(values)
+
+
 def _shift(x: torch.Tensor, k: int) -> torch.Tensor:
     """x[:, t + k] at position t (zeros past the end)."""
     if k == 0:
@@ -105,6 +112,7 @@ def n_step_targets(batch: EpisodeBatch, next_values: torch.Tensor, gamma: float,
 
 
 class QLearner(Learner):
+    packable = True
     state_attrs = ("agent", "target_agent", "mixer", "target_mixer", "optimizer", "replay", "last_target_update_episode",
                    "updates", "update_credit", "reward_standardiser")
 
@@ -117,7 +125,8 @@ class QLearner(Learner):
     def __init__(self, spec: TeamSpec, cfg: Any, common: Common):
         super().__init__(spec, cfg, common)
         in_dim = agent_input_dim(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.obs_last_action)
-        self.agent = (RNNAgent if cfg.use_rnn else MLPAgent)(in_dim, cfg.rnn_hidden_dim, spec.n_actions).to(self.device)
+        self.agent = (RNNAgent if cfg.use_rnn else MLPAgent)(in_dim, cfg.rnn_hidden_dim, spec.n_actions,
+                                                             common.seeds).to(self.device)
         self.mixer = self.make_mixer()
         params = list(self.agent.parameters())
         if self.mixer is not None:
@@ -126,14 +135,14 @@ class QLearner(Learner):
         self.params = params
         self.target_agent = copy.deepcopy(self.agent).requires_grad_(False)
         self.target_mixer = None if self.mixer is None else copy.deepcopy(self.mixer).requires_grad_(False)
-        self.optimizer = make_optimizer(params, common.lr, cfg.optimizer, cfg.optim_alpha, cfg.optim_eps)
-        self.replay = EpisodeReplayBuffer(cfg.buffer_size, common.episode_limit, device="cpu")
+        self.optimizer = self.axis.optimizer(params, common.lr, cfg.optimizer, cfg.optim_alpha, cfg.optim_eps)
+        self.replay = EpisodeReplayBuffer(cfg.buffer_size, common.episode_limit, device="cpu", seeds=common.seeds)
         schedule = LinearSchedule(cfg.epsilon_start, cfg.epsilon_finish, cfg.epsilon_anneal_time)
         self.controller = EpsilonGreedyController(self.agent, spec, self.device, schedule, cfg.obs_last_action)
         self.last_target_update_episode = 0
         self.updates = 0
         self.update_credit = 0.0  # gradient steps earned by collected episodes, not yet taken
-        self.reward_standardiser = RewardStandardiser() if cfg.standardise_rewards else None
+        self.reward_standardiser = reward_standardiser(common.seeds) if cfg.standardise_rewards else None
 
     # --- pieces -----------------------------------------------------------------------------------
     def agent_q(self, net: AgentNet, batch: EpisodeBatch) -> torch.Tensor:
@@ -164,15 +173,17 @@ class QLearner(Learner):
     def update(self, batch: EpisodeBatch) -> dict[str, float]:
         if self.reward_standardiser is not None:
             batch = self.reward_standardiser.apply(batch)
+        axis = self.axis
         chosen, targets, mask = self.td_terms(batch)
-        loss = masked_mean((chosen - targets) ** 2, mask)
+        loss = axis.masked_mean((chosen - targets) ** 2, mask)
         self.optimizer.zero_grad()
-        loss.backward()
-        grad_norm = clip_grad(self.params, self.cfg.grad_norm_clip)
-        self.optimizer.step()
+        axis.total(loss).backward()
+        grad_norm = axis.clip_grad_norm(self.params, self.cfg.grad_norm_clip)
+        axis.step(self.optimizer)
         self.updates += 1
-        return {"td_loss": loss.item(), "grad_norm": grad_norm, "q_mean": float(masked_mean(chosen.detach(), mask)),
-                "target_mean": float(masked_mean(targets, mask))}
+        return {"td_loss": axis.metric(loss), "grad_norm": axis.metric(grad_norm),
+                "q_mean": axis.metric(axis.masked_mean(chosen.detach(), mask)),
+                "target_mean": axis.metric(axis.masked_mean(targets, mask))}
 
     def update_targets(self) -> None:
         self.target_agent.load_state_dict(self.agent.state_dict())
@@ -184,12 +195,12 @@ class QLearner(Learner):
         metrics = {"epsilon": self.controller.epsilon(t_env), "replay_size": float(len(self.replay))}
         if not self.replay.can_sample(self.common.batch_size):
             return metrics
-        self.update_credit += batch.batch_size * self.cfg.updates_per_episode
+        self.update_credit += batch.batch_size // self.common.seeds * self.cfg.updates_per_episode
         n_updates = int(self.update_credit)
         self.update_credit -= n_updates
         per_update = [self.update(self.replay.sample(self.common.batch_size).to(self.device)) for _ in range(n_updates)]
         for key in per_update[0] if per_update else ():
-            metrics[key] = sum(m[key] for m in per_update) / len(per_update)
+            metrics[key] = mean_over_updates([m[key] for m in per_update])
         if episodes - self.last_target_update_episode >= self.cfg.target_update_interval:
             self.update_targets()
             self.last_target_update_episode = episodes

@@ -29,4 +29,5 @@ class QMIX(QLearner):
 
     def make_mixer(self):
         cfg = self.cfg
-        return QMixer(self.spec.n_agents, self.spec.state_dim, cfg.mixing_embed_dim, cfg.hypernet_embed, cfg.hypernet_layers)
+        return QMixer(self.spec.n_agents, self.spec.state_dim, cfg.mixing_embed_dim, cfg.hypernet_embed, cfg.hypernet_layers,
+                      self.common.seeds)
