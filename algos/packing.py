@@ -326,9 +326,12 @@ class SeedOptimizer(torch.optim.Optimizer):
     state dict is the state dict of torch's optimizer for that seed alone (``unstack_tree``)."""
 
     def __init__(self, params, n_seeds: int, lr: float, kind: str, alpha: float, eps: float):
-        defaults = dict(lr=lr, alpha=alpha, eps=eps, kind=kind, betas=(0.9, 0.999))
-        super().__init__(params, defaults)
-        self.n_seeds = n_seeds
+        # torch's own settings (every key of its param groups), so that the state dicts load both ways
+        probe = [torch.zeros(1, requires_grad=True)]
+        reference = torch.optim.RMSprop(probe, lr=lr, alpha=alpha, eps=eps) if kind == "rmsprop" else \
+            torch.optim.Adam(probe, lr=lr)
+        super().__init__(params, dict(reference.defaults))
+        self.n_seeds, self.kind = n_seeds, kind
 
     @torch.no_grad()
     def step(self, seed_mask: torch.Tensor | None = None, closure=None):  # noqa: D401 - torch's signature
@@ -340,7 +343,7 @@ class SeedOptimizer(torch.optim.Optimizer):
                 shape = (self.n_seeds,) + (1,) * (p.dim() - 1)
                 if not state:
                     state["step"] = torch.zeros(self.n_seeds)
-                    if group["kind"] == "rmsprop":
+                    if self.kind == "rmsprop":
                         state["square_avg"] = torch.zeros_like(p)
                     else:
                         state["exp_avg"] = torch.zeros_like(p)
@@ -348,7 +351,7 @@ class SeedOptimizer(torch.optim.Optimizer):
                 move = torch.ones(self.n_seeds, dtype=torch.bool) if seed_mask is None else seed_mask.cpu()
                 state["step"] += move.float()
                 m = move.to(p.device).reshape(shape)
-                if group["kind"] == "rmsprop":
+                if self.kind == "rmsprop":
                     sq = state["square_avg"]
                     new_sq = sq * group["alpha"] + (1 - group["alpha"]) * grad * grad
                     update = grad / (new_sq.sqrt() + group["eps"]) * group["lr"]
@@ -360,7 +363,7 @@ class SeedOptimizer(torch.optim.Optimizer):
                     m2 = state["exp_avg_sq"] * beta2 + (1 - beta2) * grad * grad
                     bias1 = 1 - beta1 ** step
                     bias2_sqrt = (1 - beta2 ** step).sqrt()
-                    update = (m1 / bias1) / (m2.sqrt() / bias2_sqrt + 1e-8) * group["lr"]
+                    update = (m1 / bias1) / (m2.sqrt() / bias2_sqrt + group["eps"]) * group["lr"]
                     state["exp_avg"].copy_(torch.where(m, m1, state["exp_avg"]))
                     state["exp_avg_sq"].copy_(torch.where(m, m2, state["exp_avg_sq"]))
                 p.sub_(torch.where(m, update, torch.zeros_like(update)))

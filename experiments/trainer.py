@@ -129,11 +129,12 @@ class _Window:
 
 
 def build_learner(cfg: RunConfig, spec: TeamSpec, algo: str, episode_limit: int,
-                  device: torch.device) -> Learner:
+                  device: torch.device, seeds: int = 1) -> Learner:
     """One team's learner as a run builds it: its algo's class, the team's learner config and the run's
-    common settings (gamma, learning rates, batch size, episode limit, device)."""
+    common settings (gamma, learning rates, batch size, episode limit, device); ``seeds`` > 1: a packed
+    learner of that many seeds (its weights are then loaded from the seeds' own learners)."""
     common = Common(gamma=cfg.gamma, lr=cfg.lr, critic_lr=cfg.critic_lr, batch_size=cfg.batch_size,
-                    episode_limit=episode_limit, device=device)
+                    episode_limit=episode_limit, device=device, seeds=seeds)
     return algos.learner_class(algo)(spec, cfg.learner_config(spec.name, algo), common)
 
 

@@ -26,3 +26,74 @@ def test_unpacked_runs_compute_exactly_what_they_did_before_packing(workdir, nam
     assert now["counters"] == then["counters"]
     assert now["metrics"] == then["metrics"]
     assert now["learners"] == then["learners"]
+
+
+# --- one update: a pack against the same seeds alone --------------------------------------------------
+from algos.batch import EpisodeBatch  # noqa: E402
+from algos.packing import stack_tree, unstack_tree  # noqa: E402
+from experiments.api import resolve_config  # noqa: E402
+from experiments.config import validate  # noqa: E402
+from experiments.runner import EpisodeRunner  # noqa: E402
+from experiments.trainer import build_learner  # noqa: E402
+from envs import make_env  # noqa: E402
+
+SEEDS = (0, 1, 2)
+# Learner settings that take the random draws out of one update, so a pack and the seeds alone see the same
+# computation: ASAE with m = 1 (its m - 1 drawn joint actions come from torch's one RNG, drawn differently in
+# a pack), replays that hold exactly one batch (a sample is then the whole replay). Everything else: defaults.
+EXACT = {"asae": {"m": 1}, "iql": {"buffer_size": 4}, "vdn": {"buffer_size": 4}, "qmix": {"buffer_size": 4}}
+# Float32 rounding: the pack's batched kernels sum in another order than the seeds' own. Measured on this
+# CPU after one update: max |difference| <= 2e-7 for every parameter (RMSprop's first steps are about
+# lr * sign(g) * 10, so a rounding-level difference in g stays rounding-level in the parameter).
+ATOL = 1e-5
+
+
+def _setup(algo, env):
+    cfg = validate(resolve_config({"algo": algo, "env": env, "n_envs": 4, "batch_size": 4, "device": "cpu",
+                                   "learner": EXACT.get(algo, {})}))
+    env_ = make_env(cfg.env, cfg.n_envs)
+    spec, limit = env_.info.teams[0], env_.info.episode_limit
+    singles, batches = [], []
+    for seed in SEEDS:
+        torch.manual_seed(seed)
+        learner = build_learner(cfg, spec, algo, limit, torch.device("cpu"))
+        runner = EpisodeRunner(env_, {spec.name: learner.controller})
+        batch, _, _ = runner.run([seed * 100 + i for i in range(cfg.n_envs)], 0, False)
+        singles.append(learner)
+        batches.append(batch[spec.name])
+    env_.close()
+    packed = build_learner(cfg, spec, algo, limit, torch.device("cpu"), seeds=len(SEEDS))
+    packed.load_state_dict(stack_tree([learner.state_dict() for learner in singles]))
+    return singles, batches, packed
+
+
+@pytest.mark.parametrize("algo,env", [(a, {"name": "mpe_spread", "episode_limit": 25}) for a in
+                                      ("asae", "coma", "iql", "vdn", "qmix")]
+                         + [(a, {"name": "smax", "map_name": "3m"}) for a in ("asae", "coma", "qmix")])
+def test_one_update_of_a_pack_is_each_seeds_own_update(algo, env):
+    torch.set_num_threads(1)
+    singles, batches, packed = _setup(algo, env)
+    start = [unstack_tree(packed.state_dict(), s) for s in range(len(SEEDS))]
+    for s, learner in enumerate(singles):  # the pack starts from exactly the seeds' own weights
+        for (k, a), b in zip(getattr(learner, _net(learner)).state_dict().items(), start[s][_net(packed)].values()):
+            assert torch.equal(a, b), k
+    t_env, episodes = 1000, 4
+    single_metrics = [learner.train(batch, t_env, episodes) for learner, batch in zip(singles, batches)]
+    packed_metrics = packed.train(EpisodeBatch.cat(batches), t_env, episodes)
+    after = packed.state_dict()
+    worst = 0.0
+    for s, learner in enumerate(singles):
+        mine = unstack_tree(after, s)
+        for attr, state in learner.state_dict().items():
+            if isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()):
+                for key, value in state.items():
+                    worst = max(worst, float((value - mine[attr][key]).abs().max()))
+        for key, value in single_metrics[s].items():
+            mine = packed_metrics[key][s] if isinstance(packed_metrics[key], list) else packed_metrics[key]  # shared: epsilon
+            assert mine == pytest.approx(value, rel=1e-3, abs=1e-5), key
+    print(f"{algo} {env['name']}: max |packed - alone| over all parameters after one update: {worst:.2e}")
+    assert worst <= ATOL, worst
+
+
+def _net(learner):
+    return "actor" if hasattr(learner, "actor") else "agent"
