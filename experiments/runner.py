@@ -28,6 +28,11 @@ class EpisodeStats:
         """The first n episodes (test evaluations play whole rounds of B envs but report exactly n)."""
         return EpisodeStats(self.returns[:n], self.lengths[:n], {k: v[:n] for k, v in self.stats.items()})
 
+    def slice(self, start: int, stop: int) -> "EpisodeStats":
+        """Episodes start..stop-1 (a pack's collection: one seed's envs)."""
+        return EpisodeStats(self.returns[start:stop], self.lengths[start:stop],
+                            {k: v[start:stop] for k, v in self.stats.items()})
+
     def extend(self, other: "EpisodeStats") -> None:
         self.returns += other.returns
         self.lengths += other.lengths

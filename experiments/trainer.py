@@ -138,16 +138,82 @@ def build_learner(cfg: RunConfig, spec: TeamSpec, algo: str, episode_limit: int,
     return algos.learner_class(algo)(spec, cfg.learner_config(spec.name, algo), common)
 
 
+class Diverged(Exception):
+    """A loss or statistic became non-finite: the run cannot go on (its last checkpoint is kept)."""
+
+
+def first_non_finite(metrics: dict[str, float]) -> str | None:
+    """The name of the first non-finite value among one seed's learner metrics, or None."""
+    for key, value in metrics.items():
+        if not math.isfinite(value):
+            return key
+    return None
+
+
+@dataclass
+class Member:
+    """One seed of a trainer, i.e. one run: its config, metric sink, checkpoint directory, seed streams,
+    counters and not-yet-logged statistics. A trainer of one seed has one member; a pack has several,
+    trained by one set of packed learners (algos/packing.py) on S x n_envs envs."""
+
+    cfg: RunConfig
+    logger: "MetricLogger"
+    checkpoint_dir: Path | None
+    train_rng: np.random.Generator = None
+    test_rng: np.random.Generator = None
+    t_env: int = 0
+    episodes: int = 0
+    iteration: int = 0
+    last_test_t: int | None = None
+    last_log_t: int | None = None
+    last_ckpt_t: int | None = None
+    window: _Window = field(default_factory=_Window)
+    last_test: dict[str, float] = field(default_factory=dict)
+    finished: bool = False  # reached t_max: its run is complete, the pack no longer records it
+    failure: str | None = None  # why it failed (a non-finite loss); the pack goes on without it
+
+    def __post_init__(self):
+        self.train_rng = np.random.default_rng([self.cfg.seed, 0])
+        self.test_rng = np.random.default_rng([self.cfg.seed, 1])
+
+    @property
+    def active(self) -> bool:
+        return not self.finished and self.failure is None
+
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
+
+
+def pack_torch_seed(seeds: list[int]) -> int:
+    """The torch seed of a pack (its one RNG stream after the seeds' own weights are loaded)."""
+    return int(np.random.SeedSequence(list(seeds)).generate_state(1)[0])
+
+
+PACK_REFUSAL = ("seeds={seeds} packs {packable}; {algo} trains one seed per process (give seed=N, or run a sweep "
+                "without --pack-seeds)")
+
+
 class Trainer:
-    def __init__(self, cfg: RunConfig, logger: MetricLogger, checkpoint_dir: Path | None,
-                 stop_event: threading.Event | None = None, progress: str = "off"):
-        self.cfg, self.logger, self.checkpoint_dir = cfg, logger, checkpoint_dir
+    """Trains one run (``Trainer(cfg, logger, checkpoint_dir)``) or a pack of runs that differ only by
+    seed (``Trainer.pack(cfgs, loggers, checkpoint_dirs)``): one loop, one env of S x n_envs envs, one
+    packed learner per team; each member keeps its own counters, seed streams, metrics and checkpoints,
+    so each seed's run is what that seed alone would be (the same weights at start, the same update on
+    the same data up to float rounding; the episodes its own seed streams reset)."""
+
+    def __init__(self, cfg: RunConfig, logger: "MetricLogger", checkpoint_dir: Path | None,
+                 stop_event: threading.Event | None = None, progress: str = "off",
+                 on_finished: Callable[["Member"], None] | None = None, _members: list[Member] | None = None):
+        self.cfg = cfg
+        self.members = _members or [Member(cfg, logger, checkpoint_dir)]
+        self.n_seeds = len(self.members)
         self.stop_event = stop_event or threading.Event()
         self.progress = progress
+        self.on_finished = on_finished
         self.device = resolve_device(cfg.device)
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
-        self.env = make_env(cfg.env, cfg.n_envs)
+        self.env = make_env(cfg.env, cfg.n_envs * self.n_seeds)
         info = self.env.info
         team_names = [t.name for t in info.teams]
         self.team_algos = cfg.team_algos(team_names)
@@ -159,55 +225,138 @@ class Trainer:
             if algo == algos.RANDOM:
                 controllers[spec.name] = RandomController()
                 continue
-            learner = build_learner(cfg, spec, algo, info.episode_limit, self.device)
+            learner = self._build_learner(spec, algo, info.episode_limit)
             self.learners[spec.name] = learner
             controllers[spec.name] = learner.controller
         require(bool(self.learners), f"teams={self.team_algos} has no learning team; give one team an algo")
+        if self.n_seeds > 1:
+            torch.manual_seed(pack_torch_seed([m.seed for m in self.members]))
         self.runner = EpisodeRunner(self.env, controllers)
         on_policy = any(type(lr).on_policy for lr in self.learners.values())
         self.rounds = math.ceil(cfg.batch_size / cfg.n_envs) if on_policy else 1
-        self.train_rng = np.random.default_rng([cfg.seed, 0])
-        self.test_rng = np.random.default_rng([cfg.seed, 1])
-        self.t_env = self.episodes = self.iteration = 0
-        self.last_test_t = self.last_log_t = self.last_ckpt_t = None
-        self.window = _Window()
+
+    @classmethod
+    def pack(cls, cfgs: list[RunConfig], loggers: list["MetricLogger"], checkpoint_dirs: list[Path | None],
+             stop_event: threading.Event | None = None, progress: str = "off",
+             on_finished: Callable[["Member"], None] | None = None) -> "Trainer":
+        """A trainer of several runs that differ only by seed (their configs are otherwise the same)."""
+        members = [Member(c, lg, d) for c, lg, d in zip(cfgs, loggers, checkpoint_dirs)]
+        return cls(cfgs[0], loggers[0], checkpoint_dirs[0], stop_event, progress, on_finished, members)
+
+    def _build_learner(self, spec: TeamSpec, algo: str, episode_limit: int) -> Learner:
+        if self.n_seeds == 1:
+            return build_learner(self.cfg, spec, algo, episode_limit, self.device)
+        cls = algos.learner_class(algo)
+        if not cls.packable:
+            packable = ", ".join(sorted(n for n in algos.REGISTRY if algos.learner_class(n).packable))
+            raise ConfigError(PACK_REFUSAL.format(seeds=[m.seed for m in self.members], packable=packable, algo=algo))
+        from algos.packing import stack_tree
+
+        states = []
+        for member in self.members:  # each seed's weights exactly as a run of that seed alone starts from
+            torch.manual_seed(member.seed)
+            states.append(build_learner(member.cfg, spec, algo, episode_limit, self.device).state_dict())
+        learner = build_learner(self.cfg, spec, algo, episode_limit, self.device, seeds=self.n_seeds)
+        learner.load_state_dict(stack_tree(states))
+        return learner
+
+    # --- single-run view (a trainer of one seed) ----------------------------------------------------
+    @property
+    def logger(self) -> "MetricLogger":
+        return self.members[0].logger
+
+    @property
+    def t_env(self) -> int:
+        return self.members[0].t_env
+
+    @property
+    def episodes(self) -> int:
+        return self.members[0].episodes
+
+    @property
+    def iteration(self) -> int:
+        return self.members[0].iteration
+
+    @property
+    def window(self) -> _Window:
+        return self.members[0].window
+
+    def _schedule_t(self) -> int:
+        """The t_env the pack's schedules (exploration) follow: its slowest active seed's (a pack of one:
+        its own). Seeds of a pack differ in t_env only by their episodes' lengths."""
+        active = [m for m in self.members if m.active] or self.members
+        return min(m.t_env for m in active)
+
+    def _schedule_episodes(self) -> int:
+        active = [m for m in self.members if m.active] or self.members
+        return min(m.episodes for m in active)
 
     # --- metrics ----------------------------------------------------------------------------------
     def _name(self, team: str, metric: str) -> str:
         return f"{team}/{metric}" if self.multi_team else metric
 
-    def _seeds(self, rng: np.random.Generator) -> list[int]:
+    def _seeds(self, rng: np.random.Generator | None) -> list[int]:
+        if rng is None:  # a seed not collecting for its run this time (a pack's test of other seeds)
+            return [0] * self.cfg.n_envs
         return [int(s) for s in rng.integers(0, 2**31 - 1, size=self.cfg.n_envs)]
 
-    def _collect(self, test_mode: bool, n_episodes: int, rng: np.random.Generator):
-        rounds = max(1, math.ceil(n_episodes / self.cfg.n_envs))
+    def _collect(self, test_mode: bool, n_episodes: int, rngs: list[np.random.Generator | None] | np.random.Generator):
+        """Episodes of every member: (batches per team, folded seed-major; stats per member per team;
+        env steps per member)."""
+        if not isinstance(rngs, list):
+            rngs = [rngs]
+        n, s_count = self.cfg.n_envs, self.n_seeds
+        rounds = max(1, math.ceil(n_episodes / n))
         per_team: dict[str, list[EpisodeBatch]] = {}
-        stats: dict[str, EpisodeStats] = {}
-        steps = 0
+        stats = [dict() for _ in range(s_count)]
+        steps = [0] * s_count
         for _ in range(rounds):
-            batches, round_stats, round_steps = self.runner.run(self._seeds(rng), self.t_env, test_mode)
-            steps += round_steps
+            seeds = [seed for rng in rngs for seed in self._seeds(rng)]
+            batches, round_stats, round_steps = self.runner.run(seeds, self._schedule_t(), test_mode)
+            if s_count == 1:
+                steps[0] += round_steps
             for team, batch in batches.items():
                 per_team.setdefault(team, []).append(batch)
-                stats.setdefault(team, EpisodeStats()).extend(round_stats[team])
-        return {team: EpisodeBatch.cat(b) for team, b in per_team.items()}, stats, steps
+            for team, team_stats in round_stats.items():
+                for s in range(s_count):
+                    part = team_stats if s_count == 1 else team_stats.slice(s * n, (s + 1) * n)
+                    stats[s].setdefault(team, EpisodeStats()).extend(part)
+                    if s_count > 1 and team == next(iter(round_stats)):
+                        steps[s] += int(sum(part.lengths))
+        out = {}
+        for team, parts in per_team.items():
+            batch = EpisodeBatch.cat(parts)
+            if s_count > 1 and rounds > 1:  # round-major -> seed-major
+                order = torch.arange(rounds * s_count * n).reshape(rounds, s_count, n).transpose(0, 1).reshape(-1)
+                batch = batch[order]
+            out[team] = batch
+        return out, stats, steps
 
-    def evaluate(self) -> dict[str, float]:
-        self.last_test_t = self.t_env  # also with test_episodes=0: the loop compares against it
-        if self.cfg.test_episodes == 0:
+    def evaluate(self, members: list[Member] | None = None) -> dict[str, float]:
+        """Greedy test episodes for ``members`` (default: all); logged in each one's run. Returns the
+        first member's test metrics (a run of one seed: its own)."""
+        members = self.members if members is None else members
+        for m in members:
+            m.last_test_t = m.t_env  # also with test_episodes=0: the loop compares against it
+        if self.cfg.test_episodes == 0 or not members:
             return {}
         with torch.no_grad():
-            _, stats, _ = self._collect(True, self.cfg.test_episodes, self.test_rng)
-        out = {}
-        for team, team_stats in stats.items():
-            for key, value in summarize(team_stats.first(self.cfg.test_episodes), "test_").items():
-                out[self._name(team, key)] = value
-        for name, value in out.items():
-            self.logger.log(name, value, self.t_env)
-        return out
+            _, stats, _ = self._collect(True, self.cfg.test_episodes,
+                                        [m.test_rng if m in members else None for m in self.members])
+        for m, member_stats in zip(self.members, stats):
+            if m not in members:
+                continue
+            out = {}
+            for team, team_stats in member_stats.items():
+                for key, value in summarize(team_stats.first(self.cfg.test_episodes), "test_").items():
+                    out[self._name(team, key)] = value
+            for name, value in out.items():
+                m.logger.log(name, value, m.t_env)
+            m.last_test = out
+        return members[0].last_test
 
-    def _log_window(self) -> dict[str, float]:
-        w = self.window
+    def _log_window(self, m: Member) -> dict[str, float]:
+        w = m.window
         out = {}
         for team, team_stats in w.episodes.items():
             out.update({self._name(team, k): v for k, v in summarize(team_stats).items()})
@@ -215,100 +364,225 @@ class Trainer:
             out.update({self._name(team, k): float(np.mean(v)) for k, v in metrics.items()})
         if w.seconds > 0:
             out["env_steps_per_sec"] = w.steps / w.seconds
-        out["episodes"] = float(self.episodes)
+        out["episodes"] = float(m.episodes)
         for name, value in out.items():
-            self.logger.log(name, value, self.t_env)
-        self.window = _Window()
-        self.last_log_t = self.t_env
+            m.logger.log(name, value, m.t_env)
+        m.window = _Window()
+        m.last_log_t = m.t_env
         return out
 
     # --- checkpoints ------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    def _learner_states(self) -> list[dict[str, Any]]:
+        """Each member's learner states, in the format of a run of that seed alone."""
+        if self.n_seeds == 1:
+            return [{team: learner.state_dict() for team, learner in self.learners.items()}]
+        from algos.packing import unstack_tree
+
+        packed = {team: learner.state_dict() for team, learner in self.learners.items()}
+        return [{team: unstack_tree(state, s) for team, state in packed.items()} for s in range(self.n_seeds)]
+
+    def member_state(self, m: Member, learners: dict[str, Any]) -> dict[str, Any]:
         return {
-            "version": CHECKPOINT_VERSION, "run_key": self.cfg.run_key,
-            "counters": {"t_env": self.t_env, "episodes": self.episodes, "iteration": self.iteration,
-                         "last_test_t": self.last_test_t, "last_log_t": self.last_log_t, "last_ckpt_t": self.last_ckpt_t},
-            "learners": {team: learner.state_dict() for team, learner in self.learners.items()},
+            "version": CHECKPOINT_VERSION, "run_key": m.cfg.run_key,
+            "counters": {"t_env": m.t_env, "episodes": m.episodes, "iteration": m.iteration,
+                         "last_test_t": m.last_test_t, "last_log_t": m.last_log_t, "last_ckpt_t": m.last_ckpt_t},
+            "learners": learners,
             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "train": self.train_rng.bit_generator.state, "test": self.test_rng.bit_generator.state},
-            "metrics": list(self.logger.history),
-            "window": self.window,
+                    "train": m.train_rng.bit_generator.state, "test": m.test_rng.bit_generator.state},
+            "metrics": list(m.logger.history),
+            "window": m.window,
         }
 
+    def state_dict(self) -> dict[str, Any]:
+        """The first member's checkpoint state (a run of one seed: the run's)."""
+        return self.member_state(self.members[0], self._learner_states()[0])
+
+    def load_states(self, states: list[dict[str, Any] | None]) -> None:
+        """Each member's checkpoint state (None: that member starts afresh)."""
+        resumed = [(m, st) for m, st in zip(self.members, states) if st is not None]
+        if not resumed:
+            return
+        if self.n_seeds > 1:
+            iterations = {st["counters"]["iteration"] for _, st in resumed}
+            require(len(resumed) == self.n_seeds and len(iterations) == 1,
+                    f"a pack resumes seeds at one point of training: seeds {[m.seed for m, _ in resumed]} resume at "
+                    f"iterations {sorted(iterations)} and {self.n_seeds - len(resumed)} start afresh; run them as "
+                    "separate packs (a sweep groups them so)")
+        for m, state in resumed:
+            require(state["run_key"] == m.cfg.run_key,
+                    f"resume_from points at a checkpoint of run {state['run_key']}, but this config is run {m.cfg.run_key}; "
+                    "resume with the same config (only device, logging and checkpoint settings may change)")
+            c = state["counters"]
+            m.t_env, m.episodes, m.iteration = c["t_env"], c["episodes"], c["iteration"]
+            m.last_test_t, m.last_log_t, m.last_ckpt_t = c["last_test_t"], c["last_log_t"], c["last_ckpt_t"]
+            m.train_rng.bit_generator.state = state["rng"]["train"]
+            m.test_rng.bit_generator.state = state["rng"]["test"]
+            m.logger.replay(state["metrics"])
+            m.window = state["window"]
+        if self.n_seeds == 1:
+            for team, learner in self.learners.items():
+                learner.load_state_dict(states[0]["learners"][team])
+        else:
+            from algos.packing import stack_tree
+
+            for team, learner in self.learners.items():
+                learner.load_state_dict(stack_tree([st["learners"][team] for st in states]))
+        first = resumed[0][1]
+        torch.set_rng_state(first["rng"]["torch"])
+        if first["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(first["rng"]["cuda"])
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        require(state["run_key"] == self.cfg.run_key,
-                f"resume_from points at a checkpoint of run {state['run_key']}, but this config is run {self.cfg.run_key}; "
-                "resume with the same config (only device, logging and checkpoint settings may change)")
-        c = state["counters"]
-        self.t_env, self.episodes, self.iteration = c["t_env"], c["episodes"], c["iteration"]
-        self.last_test_t, self.last_log_t, self.last_ckpt_t = c["last_test_t"], c["last_log_t"], c["last_ckpt_t"]
-        for team, learner in self.learners.items():
-            learner.load_state_dict(state["learners"][team])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.train_rng.bit_generator.state = state["rng"]["train"]
-        self.test_rng.bit_generator.state = state["rng"]["test"]
-        self.logger.replay(state["metrics"])
-        self.window = state["window"]
+        self.load_states([state])
+
+    def save_member_checkpoint(self, m: Member, learners: dict[str, Any]) -> Path | None:
+        if m.checkpoint_dir is None:
+            return None
+        m.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        m.last_ckpt_t = m.t_env
+        path = m.checkpoint_dir / CHECKPOINT_NAME
+        state = self.member_state(m, learners)
+        atomic_write(path, lambda f: torch.save(state, f), keep_previous=m.checkpoint_dir / PREVIOUS_CHECKPOINT_NAME)
+        return path
+
+    def save_checkpoints(self, members: list[Member]) -> None:
+        if not members:
+            return
+        states = self._learner_states()
+        for m in members:
+            self.save_member_checkpoint(m, states[self.members.index(m)])
 
     def save_checkpoint(self) -> Path | None:
-        if self.checkpoint_dir is None:
-            return None
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        self.last_ckpt_t = self.t_env
-        path = self.checkpoint_dir / CHECKPOINT_NAME
-        state = self.state_dict()
-        atomic_write(path, lambda f: torch.save(state, f), keep_previous=self.checkpoint_dir / PREVIOUS_CHECKPOINT_NAME)
-        return path
+        m = self.members[0]
+        self.save_checkpoints([m])
+        return None if m.checkpoint_dir is None else m.checkpoint_dir / CHECKPOINT_NAME
 
     def resume(self, resume_from: str | Path) -> None:
         self.load_state_dict(read_checkpoint(checkpoint_path(resume_from), map_location=self.device))
 
+    def resume_members(self, resume_from: list[str | Path | None]) -> None:
+        self.load_states([None if r is None else read_checkpoint(checkpoint_path(r), map_location=self.device)
+                          for r in resume_from])
+
+    # --- failures ---------------------------------------------------------------------------------
+    def _fail(self, m: Member, reason: str) -> None:
+        """A member whose training diverged: marked failed (its run ends FAILED with ``reason``, its last
+        checkpoint kept). In a pack its slice of every learner is zeroed, so the others train on with it
+        riding along harmlessly (a zero actor acts uniformly at random; nothing of it is recorded)."""
+        m.failure = reason
+        if self.n_seeds > 1:
+            s = self.members.index(m)
+            for learner in self.learners.values():
+                zero_seed(learner, s)
+        if self.on_finished is not None:
+            self.on_finished(m)
+
     # --- the loop ---------------------------------------------------------------------------------
+    def _finish(self, members: list[Member], bar: "_Progress") -> None:
+        """Members that reached t_max: last log window, a final test if the last one is older, the final
+        checkpoint; their runs are complete."""
+        if not members:
+            return
+        for m in members:
+            if m.window.steps:
+                self._log_window(m)
+        due = [m for m in members if m.last_test_t != m.t_env]
+        if due:
+            self.evaluate(due)
+            for m in due:
+                bar.update(m, {}, m.last_test)
+        self.save_checkpoints(members)
+        for m in members:
+            m.finished = True
+            if self.on_finished is not None:
+                self.on_finished(m)
+
     def train(self) -> dict[str, float]:
-        """Run until t_max. Returns the last test metrics. Raises Stopped if asked to stop early."""
+        """Run until every member reaches t_max (or fails). Returns the first member's last test metrics.
+        Raises Stopped if asked to stop early (every active member's checkpoint saved); a run of one seed
+        raises Diverged when its training diverges."""
         cfg = self.cfg
-        bar = _Progress(self.progress, cfg.t_max, self.t_env)
-        last_test = {}
-        if self.last_test_t is None:
-            last_test = self.evaluate()
+        bar = _Progress(self.progress, cfg.t_max, self.members)
         try:
-            while self.t_env < cfg.t_max:
+            self._finish([m for m in self.members if m.active and m.t_env >= cfg.t_max], bar)  # resumed at the end
+            first = [m for m in self.members if m.active and m.last_test_t is None]
+            if first:
+                self.evaluate(first)
+            while any(m.active for m in self.members):
                 start = time.perf_counter()
-                batches, stats, steps = self._collect(False, self.rounds * cfg.n_envs, self.train_rng)
-                self.t_env += steps
-                self.episodes += len(next(iter(stats.values())).returns)
-                self.iteration += 1
+                active = [m for m in self.members if m.active]
+                batches, stats, steps = self._collect(False, self.rounds * cfg.n_envs, [m.train_rng for m in self.members])
+                for m, member_stats, member_steps in zip(self.members, stats, steps):
+                    if m.active:
+                        m.t_env += member_steps
+                        m.episodes += len(next(iter(member_stats.values())).returns)
+                        m.iteration += 1
+                t_env, episodes = self._schedule_t(), self._schedule_episodes()
                 for team, learner in self.learners.items():
-                    for key, value in learner.train(batches[team], self.t_env, self.episodes).items():
-                        self.window.learner.setdefault(team, {}).setdefault(key, []).append(value)
-                for team, team_stats in stats.items():
-                    self.window.episodes.setdefault(team, EpisodeStats()).extend(team_stats)
-                self.window.steps += steps
-                self.window.seconds += time.perf_counter() - start
-                if self.last_log_t is None or self.t_env - self.last_log_t >= cfg.log_interval:
-                    bar.update(self.t_env, self._log_window(), last_test)
-                if self.t_env - self.last_test_t >= cfg.test_interval:
-                    last_test = self.evaluate()
-                    bar.update(self.t_env, {}, last_test)
-                bar.advance(self.t_env)
-                done = self.t_env >= cfg.t_max
-                if not done and (self.stop_event.is_set()
-                                 or self.t_env - (self.last_ckpt_t or 0) >= cfg.checkpoint_interval):
-                    self.save_checkpoint()
-                if not done and self.stop_event.is_set():
-                    raise Stopped(self.t_env)
-            if self.window.steps:
-                self._log_window()
-            if self.last_test_t != self.t_env:
-                last_test = self.evaluate()
-                bar.update(self.t_env, {}, last_test)
-            self.save_checkpoint()
+                    metrics = learner.train(batches[team], t_env, episodes)
+                    for s, m in enumerate(self.members):
+                        if not m.active:
+                            continue
+                        mine = {k: (v[s] if isinstance(v, list) else v) for k, v in metrics.items()}
+                        bad = first_non_finite(mine)
+                        if bad is not None:
+                            self._fail(m, f"{self._name(team, bad)} became {mine[bad]} at t_env={m.t_env} "
+                                          f"(iteration {m.iteration}); the checkpoint at t_env={m.last_ckpt_t or 0} is kept")
+                            continue
+                        for key, value in mine.items():
+                            m.window.learner.setdefault(team, {}).setdefault(key, []).append(value)
+                elapsed = time.perf_counter() - start
+                active = [m for m in active if m.active]
+                for m in active:
+                    for team, team_stats in stats[self.members.index(m)].items():
+                        m.window.episodes.setdefault(team, EpisodeStats()).extend(team_stats)
+                    m.window.steps += steps[self.members.index(m)]
+                    m.window.seconds += elapsed
+                    if m.last_log_t is None or m.t_env - m.last_log_t >= cfg.log_interval:
+                        bar.update(m, self._log_window(m), m.last_test)
+                due = [m for m in active if m.t_env - m.last_test_t >= cfg.test_interval]
+                if due:
+                    self.evaluate(due)
+                    for m in due:
+                        bar.update(m, {}, m.last_test)
+                bar.advance()
+                done = [m for m in active if m.t_env >= cfg.t_max]
+                going = [m for m in active if m.t_env < cfg.t_max]
+                self._finish(done, bar)
+                stop = self.stop_event.is_set()
+                self.save_checkpoints([m for m in going if stop or m.t_env - (m.last_ckpt_t or 0) >= cfg.checkpoint_interval])
+                if going and stop:
+                    raise Stopped(min(m.t_env for m in going))
+            if self.n_seeds == 1 and self.members[0].failure is not None:
+                raise Diverged(self.members[0].failure)
         finally:
             bar.close()
             self.env.close()
-        return last_test
+        return self.members[0].last_test
+
+
+def zero_seed(learner: Learner, s: int) -> None:
+    """Zero seed s's slice of every tensor of a packed learner's state (networks, optimizer moments,
+    replay data)."""
+    def walk(tree):
+        if isinstance(tree, torch.Tensor):
+            if tree.dim() > 0 and tree.is_floating_point():
+                tree[s] = 0
+            return tree
+        if isinstance(tree, dict):
+            return {k: walk(v) for k, v in tree.items()}
+        return tree
+
+    with torch.no_grad():
+        for name in learner.state_attrs:
+            value = getattr(learner, name, None)
+            if isinstance(value, torch.nn.Module):
+                for p in value.state_dict().values():
+                    if p.is_floating_point():
+                        p[s] = 0
+            elif isinstance(value, torch.optim.Optimizer):
+                for st in value.state.values():
+                    walk(st)
 
 
 class Stopped(Exception):
@@ -322,9 +596,11 @@ class Stopped(Exception):
 class _Progress:
     """A tqdm bar on a terminal, one log line per log interval otherwise."""
 
-    def __init__(self, mode: str, total: int, start: int):
+    def __init__(self, mode: str, total: int, members: list[Member]):
         self.mode = mode
         self.bar = None
+        self.members = members
+        start = min(m.t_env for m in members)
         self.last = start
         if mode == "bar":
             from tqdm import tqdm
@@ -332,13 +608,16 @@ class _Progress:
             self.bar = tqdm(total=total, initial=start, unit="step", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
         self.total = total
 
-    def advance(self, t_env: int) -> None:
+    def advance(self) -> None:
+        """The bar follows the pack's slowest seed (a run of one: its own t_env)."""
+        t_env = min(min(m.t_env, self.total) if m.active else self.total for m in self.members)
         if self.bar is not None:
             self.bar.update(t_env - self.last)
         self.last = t_env
 
-    def update(self, t_env: int, train: dict[str, float], test: dict[str, float]) -> None:
-        fields = {}
+    def update(self, member: Member, train: dict[str, float], test: dict[str, float]) -> None:
+        t_env = member.t_env
+        fields = {} if len(self.members) == 1 else {"seed": member.seed}
         for key in ("return_mean", "test_return_mean", "test_battle_won_mean", "env_steps_per_sec"):
             for metrics in (train, test):
                 for name, value in metrics.items():
