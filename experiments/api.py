@@ -2,6 +2,7 @@
 
     resolve_config(updates, named_configs) -> the full validated config dict, with its run_key
     train(updates, named_configs, results_dir, ...) -> RunResult(run_dir, status, run_key)
+    train_pack(updates, named_configs, results_dir, seeds=[...], ...) -> one RunResult per seed
     find_runs(results_dir, run_key) -> the Sacred runs of that run_key on disk, oldest first
 """
 from __future__ import annotations
@@ -125,6 +126,60 @@ def train(updates: Mapping[str, Any] | None = None, named_configs: Sequence[str]
         experiment.RUNTIME.update(stop_event=None, progress="off")
     run_dir = Path(observers[0].dir) if getattr(observers[0], "dir", None) else None
     return RunResult(run_dir=run_dir, status=status, run_key=config["run_key"])
+
+
+def train_pack(updates: Mapping[str, Any] | None, named_configs: Sequence[str] = (),
+               results_dir: str | Path = DEFAULT_RESULTS_DIR, *, seeds: Sequence[int],
+               resume_from: Sequence[str | None] | None = None, stop_event: threading.Event | None = None,
+               progress: str = "off", mongo_url: str | None = None, mongo_required: bool = False) -> list[RunResult]:
+    """Train ``seeds`` of one config as one pack (experiments/packs.py): one Sacred run per seed, each in
+    ``results_dir`` with the files and run_key a run of that seed alone has. ``resume_from``: one
+    checkpoint or run directory (or None) per seed. Returns one RunResult per seed, in order."""
+    from sacred.observers import FileStorageObserver
+
+    from experiments import experiment
+    from experiments.observers import mongo_copy
+    from experiments.packs import run_pack
+    from experiments.trainer import check_resume_from
+
+    seeds = list(seeds)
+    if len(seeds) < 1 or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds={seeds} must name at least one seed, each once")
+    resume = list(resume_from) if resume_from is not None else [None] * len(seeds)
+    if len(resume) != len(seeds):
+        raise ConfigError(f"resume_from gives {len(resume)} checkpoints for {len(seeds)} seeds")
+    base = normalize_updates(updates or {})
+    from experiments.packs import check_packable
+
+    check_packable({**resolve_config(base, named_configs), "seeds": seeds})
+    keys = []
+    for seed, path in zip(seeds, resume):  # every seed's config valid and resumable before any run starts
+        keys.append(resolve_config({**base, "seed": seed, "seeds": [], "resume_from": None if path is None else str(path)},
+                                   named_configs)["run_key"])
+        if path:
+            check_resume_from(path)
+    ex = experiment.ex
+
+    def create(i: int):
+        run = ex._create_run(config_updates={**base, "seed": seeds[i], "seeds": [],
+                                             "resume_from": None if resume[i] is None else str(resume[i])},
+                             named_configs=list(named_configs))
+        run.observers = [FileStorageObserver(str(results_dir))]
+        if mongo_url:
+            run.observers.append(mongo_copy(mongo_url, required=mongo_required))
+        return run
+
+    saved = dict(experiment.RUNTIME)
+    experiment.RUNTIME.update(stop_event=stop_event, progress=progress)
+    try:
+        outcomes = run_pack([lambda i=i: create(i) for i in range(len(seeds))], stop_event, progress)
+    finally:
+        experiment.RUNTIME.update(stop_event=saved["stop_event"], progress=saved["progress"])
+    results = []
+    for key, (run, _error) in zip(keys, outcomes):
+        run_dir = Path(run.observers[0].dir) if getattr(run.observers[0], "dir", None) else None
+        results.append(RunResult(run_dir=run_dir, status=run.status, run_key=key))
+    return results
 
 
 def find_runs(results_dir: str | Path, run_key: str) -> list[RunRecord]:

@@ -17,7 +17,7 @@ from validation import ConfigError, build, require
 
 # Keys that do not change what a run computes: excluded from its identity.
 NON_IDENTITY_KEYS = frozenset({
-    "run_key", "resume_from", "device", "torch_threads", "progress", "log_interval", "checkpoint_interval", "env_info", "tags",
+    "run_key", "resume_from", "seeds", "device", "torch_threads", "progress", "log_interval", "checkpoint_interval", "env_info", "tags",
 })
 
 # Options added after runs were completed and committed, each with the value that reproduces what runs
@@ -50,9 +50,10 @@ class RunConfig:
     checkpoint_interval: int
     device: str
     torch_threads: int = 1
+    seeds: list = field(default_factory=list)  # a pack: these seeds trained at once, each its own run
     teams: dict = field(default_factory=dict)  # team -> algo name or "random"
     team_learners: dict = field(default_factory=dict)  # team -> learner overrides (when its algo != algo)
-    resume_from: Optional[str] = None
+    resume_from: Optional[Any] = None  # a checkpoint or run directory; for a pack, one (or null) per seed
     progress: Literal["auto", "bar", "log", "off"] = "auto"
     tags: list = field(default_factory=list)
     run_key: str = ""
@@ -69,6 +70,16 @@ class RunConfig:
             require(getattr(self, name) > 0, f"{name}={getattr(self, name)} must be a positive number of env steps")
         require(self.torch_threads >= 1, f"torch_threads={self.torch_threads} must be at least 1")
         require(self.test_episodes >= 0, f"test_episodes={self.test_episodes} must be >= 0")
+        require(all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in self.seeds),
+                f"seeds={self.seeds} must be a list of seeds (integers from 0 to 2**32 - 1)")
+        require(len(set(self.seeds)) == len(self.seeds), f"seeds={self.seeds} names a seed twice")
+        if isinstance(self.resume_from, list):
+            require(len(self.seeds) > 1 and len(self.resume_from) == len(self.seeds),
+                    f"resume_from as a list gives one checkpoint (or null) per seed of a pack; seeds={self.seeds} "
+                    f"has {len(self.seeds)}, resume_from has {len(self.resume_from)}")
+        else:
+            require(self.resume_from is None or isinstance(self.resume_from, str),
+                    f"resume_from={self.resume_from!r} must be a checkpoint file or run directory")
         require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
                 f"device={self.device!r} is not valid; use auto, cpu, cuda or cuda:N")
         for team, algo in self.teams.items():

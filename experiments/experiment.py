@@ -52,7 +52,7 @@ def _run_logger() -> logging.Logger:
 ex.logger = _run_logger()
 
 # Set by the caller of a run (CLI or API) and read by `main`; Sacred configs must stay JSON-able.
-RUNTIME: dict[str, Any] = {"stop_event": None, "progress": "off"}
+RUNTIME: dict[str, Any] = {"stop_event": None, "progress": "off", "pack": None}
 
 
 @ex.config
@@ -65,6 +65,7 @@ def default_config():
     teams = {}  # multi-team envs: team -> algo or "random"; empty = first team learns with `algo`
     team_learners = {}  # team -> learner overrides for teams whose algo differs from `algo`
     seed = 0
+    seeds = []  # several seeds: train them as one pack, each its own run (see README, "Packed seeds")
     t_max = 200_000  # env steps (one step of one environment, all agents acting)
     n_envs = 8  # envs stepped together
     batch_size = 8  # episodes per update (on-policy) or per replay sample (off-policy)
@@ -136,6 +137,8 @@ def main(_run, _config, teams, team_learners):
     _run.info["run_key"] = cfg.run_key
     _run.info["checkpoint"] = str(checkpoint_dir / "checkpoint.pt")
     logger = MetricLogger(lambda name, value, step: _run.log_scalar(name, value, step))
+    if RUNTIME["pack"] is not None:  # one seed of a pack: the pack trains it (experiments/packs.py)
+        return RUNTIME["pack"].member_main(_run, cfg, checkpoint_dir, logger)
     trainer = Trainer(cfg, logger, checkpoint_dir, stop_event=RUNTIME["stop_event"], progress=RUNTIME["progress"])
     if cfg.resume_from:
         trainer.resume(cfg.resume_from)

@@ -91,6 +91,8 @@ def main(argv: list[str]) -> int:
             # directory the checkpoint to resume from and the database are checked: a run that cannot
             # start leaves nothing behind.
             sacred_run = ex._create_run(command_name, *args, **kwargs)
+            if (command_name or ex.default_command) == ex.default_command and len(sacred_run.config.get("seeds") or []) > 1:
+                return _train_pack(ex, sacred_run, command_name, args, kwargs, mongo_url, mongo_required, failure)
             if (command_name or ex.default_command) == ex.default_command:
                 if sacred_run.config.get("resume_from"):
                     check_resume_from(sacred_run.config["resume_from"])
@@ -125,6 +127,72 @@ def main(argv: list[str]) -> int:
         restore()
         del ex.run
     return 0
+
+
+def pack_runs(ex, first, command_name, args, kwargs, mongo_url: str | None, mongo_required: bool):
+    """One Sacred run per seed of the pack ``first`` (a created, never started run) describes: the same
+    command line with ``seed`` set and ``seeds`` cleared, each with observers of its own."""
+    from sacred.observers import FileStorageObserver
+
+    from experiments.observers import mongo_copy
+    from experiments.trainer import check_resume_from
+
+    from experiments.packs import check_packable
+
+    config = first.config
+    check_packable(config)
+    seeds, resume = list(config["seeds"]), config.get("resume_from")
+    resume = resume if isinstance(resume, list) else [None] * len(seeds)
+    for path in resume:
+        if path:
+            check_resume_from(path)
+    updates, rest = (args[0] if args else kwargs.get("config_updates")) or {}, list(args[1:])
+    mongo = [mongo_copy(mongo_url, required=mongo_required) for _ in seeds] if mongo_url and not first.unobserved else None
+
+    def create(i: int):
+        run = ex._create_run(command_name, {**updates, "seed": seeds[i], "seeds": [], "resume_from": resume[i]},
+                             *rest, **{k: v for k, v in kwargs.items() if k != "config_updates"})
+        # observers of its own: a shared one would write every seed into one directory
+        run.observers = [FileStorageObserver(obs.basedir) if isinstance(obs, FileStorageObserver) else obs
+                         for obs in run.observers]
+        if mongo is not None:
+            run.observers.append(mongo[i])
+        return run
+
+    return seeds, [lambda i=i: create(i) for i in range(len(seeds))]
+
+
+def _train_pack(ex, first, command_name, args, kwargs, mongo_url, mongo_required, failure):
+    """`asae train with seeds=[...]`: the seeds as one pack, each its own run; one line per seed."""
+    from experiments import experiment
+    from experiments.packs import run_pack
+    from experiments.trainer import Diverged
+
+    seeds, creators = pack_runs(ex, first, command_name, args, kwargs, mongo_url, mongo_required)
+    outcomes = run_pack(creators, experiment.RUNTIME["stop_event"], experiment.RUNTIME["progress"])
+    dirs, worst = [], 0
+    for seed, (run, error) in zip(seeds, outcomes):
+        run_dir = next((getattr(o, "dir", None) for o in run.observers if getattr(o, "dir", None)), None)
+        dirs.append(run_dir)
+        if error is None:
+            print(f"[asae] seed {seed}: COMPLETED in {run_dir}", file=sys.stderr)
+        elif isinstance(error, experiment.Interrupted):
+            print(f"[asae] seed {seed}: INTERRUPTED in {run_dir} (checkpoint saved)", file=sys.stderr)
+            worst = max(worst, 2)
+        elif isinstance(error, Diverged):
+            print(f"[asae] seed {seed}: FAILED in {run_dir}: {error}", file=sys.stderr)
+            worst = max(worst, 1)
+        else:
+            print(f"[asae] seed {seed}: FAILED in {run_dir}: {type(error).__name__}: {error}", file=sys.stderr)
+            worst = max(worst, 1)
+    if worst == 2:
+        resume = "[" + ",".join(d if d and o[1] is not None else "null" for d, o in zip(dirs, outcomes)) + "]"
+        failure.append((f"the pack stopped; continue it with the same command and resume_from={resume}", 2))
+        raise _Abort()
+    if worst:
+        failure.append(("a seed of the pack FAILED (see its line above); the other seeds' runs are complete", 1))
+        raise _Abort()
+    return None
 
 
 class _Abort(BaseException):

@@ -97,3 +97,86 @@ def test_one_update_of_a_pack_is_each_seeds_own_update(algo, env):
 
 def _net(learner):
     return "actor" if hasattr(learner, "actor") else "agent"
+
+
+# --- a pack of runs -------------------------------------------------------------------------------
+import threading  # noqa: E402
+
+from experiments.api import find_runs, resolve_config as resolve, train, train_pack  # noqa: E402
+
+PACK = {"t_max": 1500, "n_envs": 4, "batch_size": 4, "test_interval": 500, "test_episodes": 4, "log_interval": 1,
+        "checkpoint_interval": 100_000, "device": "cpu", "env": {"name": "mpe_spread", "episode_limit": 25}}
+TIMING = {"env_steps_per_sec"}
+
+
+def _metrics(run_dir):
+    data = json.loads((run_dir / "metrics.json").read_text())
+    return {k: (m["steps"], m["values"]) for k, m in data.items() if k not in TIMING}
+
+
+def test_each_seed_of_a_pack_is_a_complete_run_of_its_own(workdir):
+    results = train_pack({**PACK, "algo": "coma"}, seeds=[3, 5], results_dir="runs")
+    assert [r.status for r in results] == ["COMPLETED", "COMPLETED"]
+    for seed, result in zip([3, 5], results):
+        config = json.loads((result.run_dir / "config.json").read_text())
+        alone = resolve({**PACK, "algo": "coma", "seed": seed})
+        assert config["seed"] == seed and config["seeds"] == []
+        assert config["run_key"] == result.run_key == alone["run_key"]  # the same run as `seed=N` alone
+        run = json.loads((result.run_dir / "run.json").read_text())
+        info = json.loads((result.run_dir / "info.json").read_text())
+        assert run["status"] == "COMPLETED" and run["result"]["t_env"] >= PACK["t_max"]
+        assert info["pack"] == {"seeds": [3, 5], "position": [3, 5].index(seed)}
+        assert (result.run_dir / "checkpoint.pt").is_file()
+        assert {"test_return_mean", "critic_loss", "return_mean"} <= set(_metrics(result.run_dir))
+        assert [r.status for r in find_runs("runs", alone["run_key"])] == ["COMPLETED"]
+        state = torch.load(result.run_dir / "checkpoint.pt", weights_only=False)
+        assert state["run_key"] == alone["run_key"] and state["counters"]["t_env"] == run["result"]["t_env"]
+    # the seeds learned separately: their histories differ
+    assert _metrics(results[0].run_dir)["critic_loss"] != _metrics(results[1].run_dir)["critic_loss"]
+
+
+def test_a_stopped_pack_resumes_exactly(workdir):
+    full = train_pack({**PACK, "algo": "asae"}, seeds=[0, 1], results_dir="full")
+    stop = threading.Event()
+    stop.set()  # stop after the first iteration: every seed checkpointed and INTERRUPTED
+    part = train_pack({**PACK, "algo": "asae"}, seeds=[0, 1], results_dir="part", stop_event=stop)
+    assert [r.status for r in part] == ["INTERRUPTED", "INTERRUPTED"]
+    resumed = train_pack({**PACK, "algo": "asae"}, seeds=[0, 1], results_dir="part",
+                         resume_from=[str(r.run_dir) for r in part])
+    assert [r.status for r in resumed] == ["COMPLETED", "COMPLETED"]
+    for a, b in zip(full, resumed):
+        assert _metrics(a.run_dir) == _metrics(b.run_dir)
+
+
+def test_a_seed_that_diverges_fails_alone(workdir, monkeypatch):
+    """Fault injection: seed 1's critic weights become NaN after the second update (a divergence no config
+    can produce in one seed only). Its run ends FAILED naming the loss and step; seed 0 completes."""
+    from algos.coma import COMA
+
+    calls = {"n": 0}
+    original = COMA.train
+
+    def train_then_break(self, batch, t_env, episodes):
+        out = original(self, batch, t_env, episodes)
+        calls["n"] += 1
+        if self.axis.packed and calls["n"] == 2:
+            with torch.no_grad():
+                self.critic.out.weight[1] = float("nan")
+        return out
+
+    monkeypatch.setattr(COMA, "train", train_then_break)
+    results = train_pack({**PACK, "algo": "coma"}, seeds=[0, 1], results_dir="runs")
+    assert [r.status for r in results] == ["COMPLETED", "FAILED"]
+    run = json.loads((results[1].run_dir / "run.json").read_text())
+    assert "critic_loss became nan" in run["fail_trace"][-1] and "t_env=" in run["fail_trace"][-1]
+    import math
+    logged = json.loads((results[1].run_dir / "metrics.json").read_text())
+    assert all(math.isfinite(v) for m in logged.values() for v in m["values"])  # nothing of it after the failure
+
+
+def test_an_unpackable_algorithm_is_refused_in_one_line(workdir):
+    from validation import ConfigError
+
+    with pytest.raises(ConfigError, match="mappo trains one seed per process"):
+        train_pack({**PACK, "algo": "mappo"}, seeds=[0, 1], results_dir="runs")
+    assert not (workdir / "runs").exists()  # refused before any run started
