@@ -11,6 +11,7 @@ latest checkpoint. Every run config is validated before anything is submitted.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import time
@@ -22,7 +23,7 @@ from experiments import sweeps
 from slurm import executors
 from slurm.executors import ExecutorOptions
 from slurm.gitcommit import check_committable, commit_runs
-from slurm.jobs import RunJob
+from slurm.jobs import PackJob, RunJob
 from slurm.state import STATUSES, RunStatus, SweepState, run_statuses
 
 DEFAULT_RESULTS = "results"
@@ -131,6 +132,27 @@ class Sweep:
         message = f"results: {self.preset.name} run {run_key} completed ({label})" if commit else None
         return RunJob(spec.config_updates, spec.named_configs, str(self.results_dir), run_key, threads, message)
 
+    def packs(self, run_keys: Sequence[str], size: int) -> list[list[str]]:
+        """``run_keys`` grouped into packs of up to ``size`` runs that differ only by seed (preset order)."""
+        groups: dict[str, list[str]] = {}
+        for key in run_keys:
+            spec, _ = self.runs[key]
+            same = json.dumps({**{k: v for k, v in spec.config_updates.items() if k != "seed"},
+                               "_named": list(spec.named_configs)}, sort_keys=True, default=str)
+            groups.setdefault(same, []).append(key)
+        return [keys[i:i + size] for keys in groups.values() for i in range(0, len(keys), size)]
+
+    def pack_job(self, run_keys: Sequence[str], threads: int | None, commit: bool = False):
+        if len(run_keys) == 1:
+            return self.job(run_keys[0], threads, commit)
+        specs = [self.runs[k][0] for k in run_keys]
+        seeds = ", ".join(str(spec.config_updates.get("seed")) for spec in specs)
+        label = " ".join(f"{k}={v}" for k, v in sweeps.describe(specs[0], self.columns).items() if k != "seed")
+        message = (f"results: {self.preset.name} runs {', '.join(run_keys)} completed ({label} seeds {seeds}, one pack)"
+                   if commit else None)
+        return PackJob([(spec.config_updates, key) for spec, key in zip(specs, run_keys)], specs[0].named_configs,
+                       str(self.results_dir), threads, message)
+
     def table(self, statuses: Sequence[RunStatus], extra: dict[str, list[str]] | None = None) -> str:
         headers = ["run_key", *self.columns, "status", "t_env", "job", "job_state", "run_dir"]
         rows = []
@@ -181,6 +203,9 @@ def sweep_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="asae sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_selection(p)
     _add_executor(p)
+    p.add_argument("--pack-seeds", type=int, default=1, metavar="K",
+                   help="train up to K runs that differ only by seed as one job, one process (a pack: each seed "
+                        "still its own run); default 1: one job per run")
     p.add_argument("--dry-run", action="store_true", help="print the runs and the sbatch settings; submit nothing")
     p.add_argument("--wait", action="store_true", help="slurm: wait until the submitted runs end, with progress")
     p.add_argument("--commit", action="store_true", help="commit each run's config.json, run.json and metrics.json "
@@ -231,13 +256,23 @@ def sweep_main(argv: Sequence[str]) -> int:
     print(f"{len(statuses)} runs: {len(todo)} to submit ({n_resume} resume from a checkpoint), "
           f"{n_done} completed, {n_active} running or queued; runs in {_short(sweep.results_dir)}, "
           f"logs in {_short(sweep.folder)}")
+    if args.pack_seeds < 1:
+        raise ConfigError(f"--pack-seeds={args.pack_seeds} must be at least 1 (1: one job per run)")
+    packs = sweep.packs([st.run_key for st in todo], args.pack_seeds)
+    pack_of = {key: i for i, keys in enumerate(packs) for key in keys}
+    if args.pack_seeds > 1:
+        print(f"--pack-seeds {args.pack_seeds}: {len(todo)} runs in {len(packs)} jobs "
+              f"({', '.join(str(len(p)) for p in packs) or '-'} seeds each)")
     if args.dry_run:
         print()
-        print(sweep.table(statuses, {"action": [_action(st) for st in statuses]}))
+        extra = {"action": [_action(st) for st in statuses]}
+        if args.pack_seeds > 1:
+            extra["pack"] = [str(pack_of[st.run_key] + 1) if st.run_key in pack_of else "-" for st in statuses]
+        print(sweep.table(statuses, extra))
         print()
         if options.executor == "slurm" and todo:
-            print(f"sbatch script submitit would write for {len(todo)} run(s):")
-            print(executors.sbatch_preview(options, job_name, sweep.folder / "logs", len(todo)))
+            print(f"sbatch script submitit would write for {len(packs)} job(s):")
+            print(executors.sbatch_preview(options, job_name, sweep.folder / "logs", len(packs)))
         elif todo:
             print(f"--executor {options.executor}: {options.parallel if options.executor == 'local' else 1} run(s) "
                   f"at a time, time limit {options.time} min")
@@ -251,8 +286,15 @@ def sweep_main(argv: Sequence[str]) -> int:
     if not todo:
         print("nothing to submit")
         return 0
-    jobs = {st.run_key: sweep.job(st.run_key, options.cpus_per_task, args.commit) for st in todo}
-    record = lambda ids: sweep.state.record(options.executor, ids)  # noqa: E731
+    jobs = {keys[0]: sweep.pack_job(keys, options.cpus_per_task, args.commit) for keys in packs}
+    members = {keys[0]: keys for keys in packs}
+
+    def record(ids: dict[str, str]) -> None:  # every run of a pack is worked on by its pack's job
+        sweep.state.record(options.executor, {key: job_id for first, job_id in ids.items() for key in members[first]})
+
+    def taken(first: str) -> str | None:  # a pack is skipped only when every one of its runs is taken
+        reasons = [sweep.taken(key) for key in members[first]]
+        return reasons[0] if all(r is not None for r in reasons) else None
     if options.executor == "slurm":
         ids = executors.submit_slurm(jobs, options, sweep.folder / "logs", job_name)
         record(ids)
@@ -262,11 +304,11 @@ def sweep_main(argv: Sequence[str]) -> int:
         print(f"submitted {len(ids)} run(s) as SLURM {what}")
         status_cmd = "asae status " + " ".join(shlex.quote(a) for a in argv if a not in ("--wait", "--dry-run", "--commit"))
         if args.wait:
-            return wait_slurm(sweep, list(ids))
+            return wait_slurm(sweep, [key for first in ids for key in members[first]])
         print(f"follow with: {status_cmd}")
         return 0
     if options.executor == "local":
-        errors = executors.run_local(jobs, options, sweep.folder / "logs", record, sweep.taken)
+        errors = executors.run_local(jobs, options, sweep.folder / "logs", record, taken)
     else:
         errors = executors.run_debug(jobs, record)
     failed = [k for k, e in errors.items() if e is not None]

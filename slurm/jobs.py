@@ -111,15 +111,7 @@ class RunJob(submitit.helpers.Checkpointable):
             except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                 outcome["error"] = exc
 
-        self._thread = threading.Thread(target=target, name=f"asae-run-{run_key}")
-        self._thread.start()
-        try:
-            while self._thread.is_alive():
-                self._thread.join(timeout=0.5)  # short waits: signal handlers run between them
-        except KeyboardInterrupt:
-            self._stop.set()  # Ctrl-C on a local sweep: save a checkpoint, then stop
-            self._thread.join()
-            raise
+        self._join(target, f"asae-run-{run_key}")
         if "error" in outcome:
             raise outcome["error"]
         result = outcome["result"]
@@ -133,6 +125,19 @@ class RunJob(submitit.helpers.Checkpointable):
                 print(f"[asae] {committed}", flush=True)
         return {"run_key": run_key, "status": result.status, "run_dir": str(result.run_dir), "ran": True}
 
+    def _join(self, target, name: str) -> None:
+        """Train in a worker thread (``target``), the main thread waiting in short steps so that signal
+        handlers run between them."""
+        self._thread = threading.Thread(target=target, name=name)
+        self._thread.start()
+        try:
+            while self._thread.is_alive():
+                self._thread.join(timeout=0.5)  # short waits: signal handlers run between them
+        except KeyboardInterrupt:
+            self._stop.set()  # Ctrl-C on a local sweep: save a checkpoint, then stop
+            self._thread.join()
+            raise
+
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on USR2 (preemption, time limit): stop at the end of the current iteration
         with a checkpoint saved, then requeue this job; when it restarts it resumes from that checkpoint."""
@@ -142,3 +147,82 @@ class RunJob(submitit.helpers.Checkpointable):
             self._thread.join()
         print(f"[asae] run {self.run_key}: checkpoint saved, requeueing", flush=True)
         return submitit.helpers.DelayedSubmission(self)
+
+
+class PackJob(RunJob):
+    """Several runs of a sweep that differ only by seed, as one submitit job training them as one pack
+    (experiments/packs.py). Like a RunJob it finds its runs' state on disk when it starts: completed
+    seeds are not run again, interrupted ones resume from their newest readable checkpoint; seeds at
+    different points of training (a checkpoint each, at different iterations, or none) train as
+    separate packs, one after the other. USR2 (preemption, time limit) checkpoints every seed and
+    requeues the job."""
+
+    def __init__(self, members: list[tuple[dict[str, Any], str]], named_configs: tuple[str, ...], results_dir: str,
+                 threads: int | None = None, commit_message: str | None = None):
+        first_updates, first_key = members[0]
+        super().__init__(first_updates, named_configs, results_dir, first_key, threads, commit_message)
+        self.members = [(dict(updates), key) for updates, key in members]
+
+    @property
+    def run_keys(self) -> list[str]:
+        return [key for _, key in self.members]
+
+    def __call__(self) -> dict[str, Any]:
+        from experiments.api import find_runs, resolve_config, train_pack
+        from experiments.observers import mongo_from_environment
+        from experiments.trainer import read_checkpoint
+
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        groups: dict[Any, list[tuple[int, str | None]]] = {}
+        shared = {k: v for k, v in self.members[0][0].items() if k != "seed"}
+        done = []
+        for updates, submitted_key in self.members:
+            run_key = resolve_config(updates, self.named_configs)["run_key"]
+            if run_key != submitted_key:
+                print(f"[asae] warning: this config is now run {run_key}, submitted as {submitted_key} "
+                      "(the code changed what identifies a run)", file=sys.stderr, flush=True)
+            records = find_runs(self.results_dir, run_key)
+            completed = [r for r in records if r.status == "COMPLETED"]
+            if completed:
+                print(f"[asae] run {run_key} (seed {updates['seed']}) already completed in {completed[-1].run_dir}", flush=True)
+                done.append(str(completed[-1].run_dir))
+                continue
+            resume = readable_checkpoint(run_key, records)
+            point = None
+            if resume is not None:
+                point = read_checkpoint(resume, mmap=True)["counters"]["iteration"]
+                print(f"[asae] run {run_key} (seed {updates['seed']}): resuming from {resume}", flush=True)
+            groups.setdefault(point, []).append((updates["seed"], None if resume is None else str(resume)))
+        mongo_url, mongo_required = mongo_from_environment()
+        self._stop = threading.Event()
+        results = []
+        for point, members in groups.items():
+            seeds = [seed for seed, _ in members]
+            resume_from = [path for _, path in members] if point is not None else None
+            outcome: dict[str, Any] = {}
+
+            def target() -> None:
+                try:
+                    outcome["result"] = train_pack(shared, self.named_configs, self.results_dir, seeds=seeds,
+                                                   resume_from=resume_from, stop_event=self._stop, progress="log",
+                                                   mongo_url=mongo_url, mongo_required=mongo_required)
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                    outcome["error"] = exc
+
+            self._join(target, f"asae-pack-{self.run_key}")
+            if "error" in outcome:
+                raise outcome["error"]
+            results += outcome["result"]
+        bad = [r for r in results if r.status != "COMPLETED"]
+        if self.commit_message is not None:
+            from slurm.gitcommit import commit_runs
+
+            committed = commit_runs([r.run_dir for r in results if r.status == "COMPLETED"], self.commit_message)
+            if committed:
+                print(f"[asae] {committed}", flush=True)
+        if bad:
+            raise RuntimeError("; ".join(f"run {r.run_key} ended {r.status} in {r.run_dir}" for r in bad))
+        return {"run_keys": self.run_keys, "status": "COMPLETED", "ran": [str(r.run_dir) for r in results], "done": done}
