@@ -96,6 +96,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="device of the learners: cpu (default), cuda, cuda:N or auto")
     p.add_argument("--threads", default="1", help="torch intra-op threads (the trainer's torch_threads; default 1)")
     p.add_argument("--seed", default="0")
+    p.add_argument("--pack", default="1", help="comma-separated numbers of seeds trained as one pack per process "
+                   "(default 1: unpacked); rates are summed over the pack's seeds")
     p.add_argument("--in-process", action="store_true", help="no child process per measurement (memory peaks mix)")
     p.add_argument("--out", help="write the results as JSON to this file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -316,7 +318,7 @@ class _TrainingProbe:
             start, cpu_start = time.perf_counter(), time.process_time()
             out = collect(test_mode, n_episodes, rng)
             _sync(trainer.device)
-            self.iterations[-1].update(collect_s=time.perf_counter() - start, steps=out[2])
+            self.iterations[-1].update(collect_s=time.perf_counter() - start, steps=sum(out[2]))
             self.iterations[-1]["cpu_s"] += time.process_time() - cpu_start
             if prof is not None:
                 prof.disable()
@@ -390,11 +392,17 @@ class _TrainingProbe:
 
 
 def _trainer(spec: dict[str, Any]):
-    """The Trainer of a measurement's config: no checkpoints, no progress output."""
+    """The Trainer of a measurement's config: no checkpoints, no progress output; with ``pack`` S > 1, a
+    pack of the seeds seed .. seed + S - 1."""
     from experiments.config import validate
     from experiments.trainer import MetricLogger, Trainer
 
-    return Trainer(validate(spec["config"]), MetricLogger(), checkpoint_dir=None, progress="off")
+    cfg = validate(spec["config"])
+    n = spec.get("pack", 1)
+    if n == 1:
+        return Trainer(cfg, MetricLogger(), checkpoint_dir=None, progress="off")
+    cfgs = [validate({**spec["config"], "seed": cfg.seed + i}) for i in range(n)]
+    return Trainer.pack(cfgs, [MetricLogger() for _ in cfgs], [None] * n, progress="off")
 
 
 def _replay_fill_iterations(trainer) -> int:
@@ -427,8 +435,8 @@ def measure_update(spec: dict[str, Any]) -> dict[str, Any]:
     """Each learner's ``train`` on one fixed batch (collected once, initial policy, seeded)."""
     base_rss = _peak_rss_mb()
     trainer = _trainer(spec)
-    batches, _, steps = trainer._collect(False, trainer.rounds * trainer.cfg.n_envs, trainer.train_rng)
-    out: dict[str, Any] = {"env_steps": steps, "update_ms": {}, "batch": {}}
+    batches, _, steps = trainer._collect(False, trainer.rounds * trainer.cfg.n_envs, [m.train_rng for m in trainer.members])
+    out: dict[str, Any] = {"env_steps": sum(steps), "update_ms": {}, "batch": {}}
     profiles = {}
     warmup = spec["warmup"] + _replay_fill_iterations(trainer)
     for team, learner in trainer.learners.items():
@@ -509,10 +517,18 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     groups: dict[tuple, dict[str, dict]] = {}
     for r in results:
-        groups.setdefault((r["task"], r["n_envs"], r["batch_size"]), {})[r["algo"] or "env_only"] = r
-    for (task, n_envs, batch_size), by in groups.items():
-        entry: dict[str, Any] = {"task": task, "n_envs": n_envs, "batch_size": batch_size}
+        groups.setdefault((r["task"], r["n_envs"], r["batch_size"], r.get("pack", 1)), {})[r["algo"] or "env_only"] = r
+    for (task, n_envs, batch_size, pack), by in groups.items():
+        entry: dict[str, Any] = {"task": task, "n_envs": n_envs, "batch_size": batch_size, "pack": pack}
         env_only = by.get("env_only")
+        if pack > 1:  # per-core throughput of the pack over the same algorithm unpacked
+            singles = {r["algo"]: r for r in results if (r["task"], r["n_envs"], r["batch_size"], r.get("pack", 1))
+                       == (task, n_envs, batch_size, 1) and r["algo"]}
+            entry["pack_over_single_per_cpu_s"] = {
+                algo: _ratio(r["env_steps_per_cpu_sec"], singles[algo]["env_steps_per_cpu_sec"])
+                for algo, r in by.items() if algo in singles and "env_steps_per_cpu_sec" in r}
+            entry["pack_over_single_rss"] = {algo: r["peak_rss_mb"] / singles[algo]["peak_rss_mb"]
+                                             for algo, r in by.items() if algo in singles}
         if env_only:
             entry["train_over_env_only"] = {
                 algo: _ratio(r["env_steps_per_sec"], env_only["env_steps_per_sec"])
@@ -524,13 +540,13 @@ def ratios(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 entry["asae_over_coma_time_per_step"] = _ratio(coma["env_steps_per_sec"], asae["env_steps_per_sec"])
             elif "median" in asae.get("update_ms", {}) and "median" in coma.get("update_ms", {}):
                 entry["asae_over_coma_update"] = _ratio(asae["update_ms"], coma["update_ms"])
-        if len(entry) > 3:
+        if len(entry) > 4:
             out.append(entry)
     return out
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    header = ["task", "B", "batch", "what", "env-steps/s", "% env-only", "per CPU-s", "update ms/batch",
+    header = ["task", "B", "batch", "seeds", "what", "env-steps/s", "% env-only", "per CPU-s", "update ms/batch",
               "collect ms/iter", "peak RSS MB (work)"]
     rows = []
     env_only = {(r["task"], r["n_envs"]): r for r in results if r["algo"] is None}
@@ -542,7 +558,7 @@ def table(results: list[dict[str, Any]]) -> str:
         if update and "median" not in update:  # several learning teams (update-only): the first one's
             update = next(iter(update.values()))
         rows.append([r["task"], str(r["n_envs"]), str(r["batch_size"]) if r["algo"] else "-",
-                     r["algo"] or "env only", _fmt_rate(r.get("env_steps_per_sec")), pct,
+                     str(r.get("pack", 1)) if r["algo"] else "-", r["algo"] or "env only", _fmt_rate(r.get("env_steps_per_sec")), pct,
                      _fmt_rate(r.get("env_steps_per_cpu_sec")).split(" ")[0], _fmt_ms(update),
                      _fmt_ms(r.get("collect_ms")), f"{r['peak_rss_mb']:.0f} ({r['work_rss_mb']:.0f})"])
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
@@ -553,7 +569,10 @@ def table(results: list[dict[str, Any]]) -> str:
 def ratio_lines(entries: list[dict[str, Any]]) -> list[str]:
     lines = []
     for e in entries:
-        where = f"{e['task']} B={e['n_envs']} batch={e['batch_size']}"
+        where = f"{e['task']} B={e['n_envs']} batch={e['batch_size']}" + (f" S={e['pack']}" if e.get("pack", 1) > 1 else "")
+        for algo, r in e.get("pack_over_single_per_cpu_s", {}).items():
+            lines.append(f"{where}: {algo} packed / unpacked env-steps per CPU-second {r['median']:.2f} "
+                         f"[{r['min']:.2f}-{r['max']:.2f}], peak RSS {e['pack_over_single_rss'][algo]:.2f}x")
         if "asae_over_coma_time_per_step" in e:
             r = e["asae_over_coma_time_per_step"]
             lines.append(f"{where}: ASAE/COMA wall time per env step {r['median']:.2f} [{r['min']:.2f}-{r['max']:.2f}]")
@@ -593,6 +612,12 @@ def main(argv: list[str]) -> int:
     learner_args = _key_values(args.learner_arg, "--learner-arg")
     known_learner_keys = {k for name in algo_names for k in algos.learner_class(name).Config.__dataclass_fields__}
     n_envs_list = _int_list(args.n_envs, "--n-envs")
+    packs = _int_list(args.pack, "--pack")
+    if any(p > 1 for p in packs):
+        for name in algo_names:
+            if not algos.learner_class(name).packable:
+                raise ConfigError(f"--pack {args.pack}: {name} trains one seed per process; packable algorithms: "
+                                  + ", ".join(sorted(n for n in algos.REGISTRY if algos.learner_class(n).packable)))
     batch_size = None if args.batch_size is None else _number(args.batch_size, "--batch-size")
     settings = {
         "repeats": _number(args.repeats, "--repeats"), "iters": _number(args.iters, "--iters"),
@@ -612,14 +637,14 @@ def main(argv: list[str]) -> int:
             common = {"task": task, "env": env, "n_envs": n_envs, "batch_size": bs, **settings}
             if not (args.no_env_only or args.update_only):
                 plan.append({**common, "kind": "env_only", "algo": None, "rounds": rounds})
-            for algo in algo_names:
+            for algo, pack in ((a, p) for a in algo_names for p in packs):
                 # a key goes to the algos that have it (m=5 reaches ASAE, not COMA); one that none of them
                 # has goes to all, so that validation names it
                 fields = algos.learner_class(algo).Config.__dataclass_fields__
                 learner = {k: v for k, v in learner_args.items() if k in fields or k not in known_learner_keys}
                 config = run_config(env, algo, learner, n_envs, bs, settings)
                 plan.append({**common, "kind": "update" if args.update_only else "train", "algo": algo,
-                             "rounds": rounds, "config": config})
+                             "rounds": rounds, "config": config, "pack": pack})
     from experiments.trainer import resolve_device
 
     resolve_device(args.device)
@@ -627,7 +652,7 @@ def main(argv: list[str]) -> int:
     load_start = os.getloadavg()
     results = []
     for i, spec in enumerate(plan, 1):
-        what = spec["algo"] or "env only"
+        what = (spec["algo"] or "env only") + (f" S={spec['pack']}" if spec.get("pack", 1) > 1 else "")
         print(f"[bench {i}/{len(plan)}] {spec['task']} B={spec['n_envs']} {what} ...", file=sys.stderr, flush=True)
         try:
             measured = run_measurement(spec) if args.in_process else _in_child(spec)
@@ -635,7 +660,7 @@ def main(argv: list[str]) -> int:
             print(f"asae bench: {spec['task']} B={spec['n_envs']} {what} failed: {exc}", file=sys.stderr)
             return 1
         results.append({"task": spec["task"], "env": spec["env"], "kind": spec["kind"], "algo": spec["algo"],
-                        "n_envs": spec["n_envs"], "batch_size": spec["batch_size"],
+                        "n_envs": spec["n_envs"], "batch_size": spec["batch_size"], "pack": spec.get("pack", 1),
                         "learner": spec.get("config", {}).get("learner"), **measured})
     report = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
