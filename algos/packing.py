@@ -265,10 +265,10 @@ class SeedAxis:
         params = [p for p in params if p.grad is not None]
         if not self.packed:
             return torch.nn.utils.clip_grad_norm_(params, max_norm)
-        norms = torch.stack([p.grad.reshape(self.n, -1).norm(dim=1) for p in params], dim=1).norm(dim=1)  # [S]
+        grads = [p.grad for p in params]
+        norms = torch.cat([g.reshape(self.n, -1) for g in grads], dim=1).norm(dim=1)  # [S]
         coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-        for p in params:
-            p.grad.mul_(coef.reshape((self.n,) + (1,) * (p.grad.dim() - 1)))
+        torch._foreach_mul_(grads, [coef.reshape((self.n,) + (1,) * (g.dim() - 1)) for g in grads])
         return norms
 
     def optimizer(self, params, lr: float, kind: str, alpha: float = 0.99, eps: float = 1e-5) -> torch.optim.Optimizer:
@@ -335,12 +335,14 @@ class SeedOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, seed_mask: torch.Tensor | None = None, closure=None):  # noqa: D401 - torch's signature
+        """One step of every seed in ``seed_mask`` (None: all). Seeds outside it keep their parameters and
+        optimizer state exactly (saved before the step, put back after it)."""
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad, state = p.grad, self.state[p]
-                shape = (self.n_seeds,) + (1,) * (p.dim() - 1)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                state = self.state[p]
                 if not state:
                     state["step"] = torch.zeros(self.n_seeds)
                     if self.kind == "rmsprop":
@@ -348,25 +350,36 @@ class SeedOptimizer(torch.optim.Optimizer):
                     else:
                         state["exp_avg"] = torch.zeros_like(p)
                         state["exp_avg_sq"] = torch.zeros_like(p)
-                move = torch.ones(self.n_seeds, dtype=torch.bool) if seed_mask is None else seed_mask.cpu()
-                state["step"] += move.float()
-                m = move.to(p.device).reshape(shape)
-                if self.kind == "rmsprop":
-                    sq = state["square_avg"]
-                    new_sq = sq * group["alpha"] + (1 - group["alpha"]) * grad * grad
-                    update = grad / (new_sq.sqrt() + group["eps"]) * group["lr"]
-                    sq.copy_(torch.where(m, new_sq, sq))
-                else:
-                    beta1, beta2 = group["betas"]
-                    step = state["step"].to(p.device).clamp(min=1).reshape(shape)
-                    m1 = state["exp_avg"] * beta1 + (1 - beta1) * grad
-                    m2 = state["exp_avg_sq"] * beta2 + (1 - beta2) * grad * grad
+            held = None
+            if seed_mask is not None and not bool(seed_mask.all()):
+                keep = (~seed_mask).nonzero(as_tuple=True)[0].to(params[0].device)
+                held = [(t, t.index_select(0, keep).clone()) for p in params
+                        for t in (p, *[v for k, v in self.state[p].items() if k != "step"])]
+            for p in params:
+                self.state[p]["step"] += 1 if seed_mask is None else seed_mask.float().cpu()
+            grads = [p.grad for p in params]
+            if self.kind == "rmsprop":  # torch's RMSprop (no momentum, not centred), all parameters at once
+                squares = [self.state[p]["square_avg"] for p in params]
+                torch._foreach_mul_(squares, group["alpha"])
+                torch._foreach_addcmul_(squares, grads, grads, value=1 - group["alpha"])
+                avg = torch._foreach_sqrt(squares)
+                torch._foreach_add_(avg, group["eps"])
+                torch._foreach_addcdiv_(params, grads, avg, value=-group["lr"])
+            else:  # torch's Adam (no weight decay, no amsgrad), with each seed's own step count
+                beta1, beta2 = group["betas"]
+                for p, g in zip(params, grads):
+                    st = self.state[p]
+                    shape = (self.n_seeds,) + (1,) * (p.dim() - 1)
+                    step = st["step"].clamp(min=1).to(p.device).reshape(shape)
+                    st["exp_avg"].lerp_(g, 1 - beta1)
+                    st["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
                     bias1 = 1 - beta1 ** step
                     bias2_sqrt = (1 - beta2 ** step).sqrt()
-                    update = (m1 / bias1) / (m2.sqrt() / bias2_sqrt + group["eps"]) * group["lr"]
-                    state["exp_avg"].copy_(torch.where(m, m1, state["exp_avg"]))
-                    state["exp_avg_sq"].copy_(torch.where(m, m2, state["exp_avg_sq"]))
-                p.sub_(torch.where(m, update, torch.zeros_like(update)))
+                    denom = (st["exp_avg_sq"].sqrt() / bias2_sqrt).add_(group["eps"])
+                    p.addcdiv_(st["exp_avg"], denom * bias1, value=-group["lr"])
+            if held is not None:
+                for tensor, saved in held:
+                    tensor.index_copy_(0, keep, saved)
         return None
 
 

@@ -58,6 +58,9 @@ class Pack:
             self._joining = i
             slot = self.slots[i]
             run = create()
+            # Sacred's "sys" capture swaps sys.stdout/stderr for each run; the runs of a pack overlap in
+            # time, so one run's capture would close the streams the others still write to
+            run.capture_mode = "no"
 
             def target(run=run, slot=slot):
                 try:
