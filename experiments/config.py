@@ -73,6 +73,9 @@ class RunConfig:
         require(all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in self.seeds),
                 f"seeds={self.seeds} must be a list of seeds (integers from 0 to 2**32 - 1)")
         require(len(set(self.seeds)) == len(self.seeds), f"seeds={self.seeds} names a seed twice")
+        if isinstance(self.resume_from, list) or (isinstance(self.resume_from, str) and self.resume_from.startswith("[")
+                                                  and len(self.seeds) > 1):
+            pass  # a pack's list (checked by the pack)
         if isinstance(self.resume_from, list):
             require(len(self.seeds) > 1 and len(self.resume_from) == len(self.seeds),
                     f"resume_from as a list gives one checkpoint (or null) per seed of a pack; seeds={self.seeds} "

@@ -129,6 +129,22 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def pack_resume_list(value, n: int) -> list:
+    """A pack's resume_from: a list of one path (or null) per seed, also as the one string a shell hands
+    over unquoted (``resume_from=[results/runs/3,null]``)."""
+    if value is None:
+        return [None] * n
+    if isinstance(value, str):
+        if not (value.startswith("[") and value.endswith("]")):
+            raise ConfigError(f"resume_from={value!r}: a pack of {n} seeds resumes from a list of {n} run directories "
+                              "(or null), e.g. resume_from=[results/runs/3,results/runs/4]")
+        value = [v.strip().strip("'\"") for v in value[1:-1].split(",")]
+    out = [None if v in (None, "", "null", "None") else str(v) for v in value]
+    if len(out) != n:
+        raise ConfigError(f"resume_from lists {len(out)} checkpoints for the pack's {n} seeds; give one (or null) per seed")
+    return out
+
+
 def pack_runs(ex, first, command_name, args, kwargs, mongo_url: str | None, mongo_required: bool):
     """One Sacred run per seed of the pack ``first`` (a created, never started run) describes: the same
     command line with ``seed`` set and ``seeds`` cleared, each with observers of its own."""
@@ -141,8 +157,7 @@ def pack_runs(ex, first, command_name, args, kwargs, mongo_url: str | None, mong
 
     config = first.config
     check_packable(config)
-    seeds, resume = list(config["seeds"]), config.get("resume_from")
-    resume = resume if isinstance(resume, list) else [None] * len(seeds)
+    seeds, resume = list(config["seeds"]), pack_resume_list(config.get("resume_from"), len(config["seeds"]))
     for path in resume:
         if path:
             check_resume_from(path)
@@ -186,7 +201,8 @@ def _train_pack(ex, first, command_name, args, kwargs, mongo_url, mongo_required
             print(f"[asae] seed {seed}: FAILED in {run_dir}: {type(error).__name__}: {error}", file=sys.stderr)
             worst = max(worst, 1)
     if worst == 2:
-        resume = "[" + ",".join(d if d and o[1] is not None else "null" for d, o in zip(dirs, outcomes)) + "]"
+        resume = "[" + ",".join(d if d and isinstance(o[1], experiment.Interrupted) else "null"
+                                for d, o in zip(dirs, outcomes)) + "]"
         failure.append((f"the pack stopped; continue it with the same command and resume_from={resume}", 2))
         raise _Abort()
     if worst:

@@ -180,3 +180,64 @@ def test_an_unpackable_algorithm_is_refused_in_one_line(workdir):
     with pytest.raises(ConfigError, match="mappo trains one seed per process"):
         train_pack({**PACK, "algo": "mappo"}, seeds=[0, 1], results_dir="runs")
     assert not (workdir / "runs").exists()  # refused before any run started
+
+
+def test_a_competitive_config_packs_both_learning_teams(workdir):
+    """Predator-prey with two learning teams (ASAE predators, COMA prey): each team's learner is packed."""
+    cfg = {"t_max": 300, "test_interval": 150, "test_episodes": 4, "log_interval": 1, "checkpoint_interval": 10 ** 6,
+           "device": "cpu"}
+    results = train_pack(cfg, ["competitive_paper"], seeds=[0, 1], results_dir="runs")
+    assert [r.status for r in results] == ["COMPLETED", "COMPLETED"]
+    for r in results:
+        metrics = _metrics(r.run_dir)
+        assert {"predator/critic_loss", "prey/critic_loss", "predator/test_capture_rate_mean"} <= set(metrics)
+        state = torch.load(r.run_dir / "checkpoint.pt", weights_only=False)
+        assert set(state["learners"]) == {"predator", "prey"}
+        assert state["learners"]["predator"]["actor"]["fc1.weight"].dim() == 2  # one seed's weights, unstacked
+
+
+def test_a_seed_of_a_pack_resumes_alone_from_the_packs_checkpoint(workdir):
+    """Checkpoints are the same format packed or not: one seed of a stopped pack continues as a run alone."""
+    stop = threading.Event()
+    stop.set()
+    part = train_pack({**PACK, "algo": "qmix"}, seeds=[0, 1], results_dir="runs", stop_event=stop)
+    assert [r.status for r in part] == ["INTERRUPTED", "INTERRUPTED"]
+    alone = train({**PACK, "algo": "qmix", "seed": 1}, results_dir="runs", resume_from=str(part[1].run_dir))
+    assert alone.status == "COMPLETED" and alone.run_key == part[1].run_key
+
+
+def test_the_cli_trains_a_pack_and_a_ctrl_c_prints_the_resume_command(workdir):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from tests.conftest import asae_cli
+
+    args = ["train", "with", "algo=coma", "seeds=[0,1]", "t_max=3000", "n_envs=4", "batch_size=4",
+            "test_interval=1000", "test_episodes=2", "env.episode_limit=25"]
+    proc = subprocess.Popen(asae_cli() + args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines = []
+    deadline = time.time() + 120
+    while time.time() < deadline:  # until the pack trains: seed 1's first test line (t_env 0)
+        line = proc.stderr.readline()
+        lines.append(line)
+        if "seed=1" in line and "t_env" in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    out = "".join(lines) + rest
+    assert proc.returncode == 2, out
+    assert "seed 0: INTERRUPTED" in out and "seed 1: INTERRUPTED" in out
+    resume = out.split("resume_from=")[-1].split()[0]
+    assert resume.startswith("[") and resume.count("results/runs/") == 2
+    again = subprocess.run(asae_cli() + args + [f"resume_from={resume}"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    for run_dir in resume[1:-1].split(","):
+        run = json.loads((workdir / run_dir / "run.json").read_text())
+        assert run["status"] == "INTERRUPTED"  # the stopped runs stay as they were; new runs continue them
+    dirs = [p.parent for p in (workdir / "results" / "runs").glob("*/run.json")]
+    resumed = [d for d in dirs if json.loads((d / "run.json").read_text())["status"] == "COMPLETED"]
+    assert len(resumed) == 2
+    assert all(json.loads((d / "info.json").read_text()).get("resumed_from") for d in resumed)
