@@ -46,11 +46,18 @@ EXACT = {"asae": {"m": 1}, "iql": {"buffer_size": 4}, "vdn": {"buffer_size": 4},
 # CPU after one update: max |difference| <= 2e-7 for every parameter (RMSprop's first steps are about
 # lr * sign(g) * 10, so a rounding-level difference in g stays rounding-level in the parameter).
 ATOL = 1e-5
+# With Adam (learner.optimizer=adam) a few parameters differ by more: measured up to 2.2e-4 (0.4 lr) in 0.2% of
+# the critic's first-layer weights after COMA's ~50 critic steps on SMAX 3m. The packed optimizer itself
+# matches torch's Adam to 2e-7 on the same gradients (test below); the difference is Adam's per-element
+# normalisation enlarging the rounding-level differences of gradients near zero. Bound: lr.
+ATOL_ADAM = 5e-4
 
 
 def _setup(algo, env):
+    algo, _, optimizer = algo.partition("+")  # "coma+adam": Adam instead of RMSprop
+    learner = {**EXACT.get(algo, {}), **({"optimizer": optimizer} if optimizer else {})}
     cfg = validate(resolve_config({"algo": algo, "env": env, "n_envs": 4, "batch_size": 4, "device": "cpu",
-                                   "learner": EXACT.get(algo, {})}))
+                                   "learner": learner}))
     env_ = make_env(cfg.env, cfg.n_envs)
     spec, limit = env_.info.teams[0], env_.info.episode_limit
     singles, batches = [], []
@@ -69,10 +76,12 @@ def _setup(algo, env):
 
 @pytest.mark.parametrize("algo,env", [(a, {"name": "mpe_spread", "episode_limit": 25}) for a in
                                       ("asae", "coma", "iql", "vdn", "qmix")]
-                         + [(a, {"name": "smax", "map_name": "3m"}) for a in ("asae", "coma", "qmix")])
+                         + [(a, {"name": "smax", "map_name": "3m"}) for a in ("asae", "coma", "qmix")]
+                         + [("coma+adam", {"name": "smax", "map_name": "3m"}), ("qmix+adam", {"name": "mpe_spread"})])
 def test_one_update_of_a_pack_is_each_seeds_own_update(algo, env):
     torch.set_num_threads(1)
     singles, batches, packed = _setup(algo, env)
+    algo, adam = algo.split("+")[0], algo.endswith("+adam")
     start = [unstack_tree(packed.state_dict(), s) for s in range(len(SEEDS))]
     for s, learner in enumerate(singles):  # the pack starts from exactly the seeds' own weights
         for (k, a), b in zip(getattr(learner, _net(learner)).state_dict().items(), start[s][_net(packed)].values()):
@@ -92,7 +101,7 @@ def test_one_update_of_a_pack_is_each_seeds_own_update(algo, env):
             mine = packed_metrics[key][s] if isinstance(packed_metrics[key], list) else packed_metrics[key]  # shared: epsilon
             assert mine == pytest.approx(value, rel=1e-3, abs=1e-5), key
     print(f"{algo} {env['name']}: max |packed - alone| over all parameters after one update: {worst:.2e}")
-    assert worst <= ATOL, worst
+    assert worst <= (ATOL_ADAM if adam else ATOL), worst
 
 
 def _net(learner):
@@ -241,3 +250,51 @@ def test_the_cli_trains_a_pack_and_a_ctrl_c_prints_the_resume_command(workdir):
     resumed = [d for d in dirs if json.loads((d / "run.json").read_text())["status"] == "COMPLETED"]
     assert len(resumed) == 2
     assert all(json.loads((d / "info.json").read_text()).get("resumed_from") for d in resumed)
+
+
+def test_each_seed_of_a_pack_gets_its_own_mongodb_copy(workdir):
+    """MongoDB stands in as mongomock (no MongoDB server can be installed here), as in test_mongo_faults."""
+    mongomock = pytest.importorskip("mongomock")
+    import mongomock.gridfs
+    import pymongo
+
+    mongomock.gridfs.enable_gridfs_integration()
+    url = "mongodb://localhost:27017/asae"
+    with mongomock.patch(servers=(("localhost", 27017),), on_new="pymongo"):
+        results = train_pack({**PACK, "algo": "asae", "t_max": 600}, seeds=[0, 1], results_dir="runs", mongo_url=url)
+        db = pymongo.MongoClient(url)["asae"]
+        docs = {d["config"]["seed"]: d for d in db["runs"].find()}
+        assert set(docs) == {0, 1}
+        for seed, result in zip([0, 1], results):
+            info = json.loads((result.run_dir / "info.json").read_text())
+            assert info["mongo"]["copy"] == "complete" and info["mongo"]["id"] == docs[seed]["_id"]
+            assert docs[seed]["status"] == "COMPLETED" and docs[seed]["info"]["pack"]["seeds"] == [0, 1]
+            files = json.loads((result.run_dir / "metrics.json").read_text())
+            stored = {m["name"]: m["values"] for m in db["metrics"].find({"run_id": docs[seed]["_id"]})}
+            assert stored == {k: v["values"] for k, v in files.items()}
+
+
+@pytest.mark.parametrize("kind", ["rmsprop", "adam"])
+def test_the_packed_optimizer_steps_each_seed_as_torchs_own_and_only_the_masked_ones(kind):
+    from algos.packing import SeedOptimizer
+
+    torch.manual_seed(0)
+    n = 3
+    alone = [torch.randn(4, 5, requires_grad=True) for _ in range(n)]
+    opts = [torch.optim.Adam([w], lr=1e-3) if kind == "adam" else torch.optim.RMSprop([w], lr=1e-3, alpha=0.99, eps=1e-5)
+            for w in alone]
+    stacked = torch.stack([w.detach().clone() for w in alone]).requires_grad_()
+    packed = SeedOptimizer([stacked], n, lr=1e-3, kind=kind, alpha=0.99, eps=1e-5)
+    for _ in range(30):
+        grad, mask = torch.randn(n, 4, 5), torch.rand(n) > 0.3
+        for s in range(n):
+            if mask[s]:  # a seed alone steps only when it has data
+                alone[s].grad = grad[s].clone()
+                opts[s].step()
+        stacked.grad = grad * mask.float().reshape(n, 1, 1)
+        packed.step(mask)
+    for s in range(n):
+        assert torch.allclose(stacked.detach()[s], alone[s].detach(), atol=1e-6, rtol=0)
+        mine = unstack_tree(packed.state_dict()["state"], s)[0]
+        theirs = opts[s].state_dict()["state"][0]
+        assert set(mine) == set(theirs) and float(mine["step"]) == float(theirs["step"])
