@@ -109,6 +109,10 @@ def _file_storage_dir(run) -> Path | None:
 class Interrupted(SacredInterrupt):
     STATUS = "INTERRUPTED"
 
+    def __init__(self, message: str, t_env: int | None = None):
+        super().__init__(message)
+        self.t_env = t_env
+
 
 class _QuietAddedEntries(logging.Filter):
     """Team names are keys a user adds under `teams`/`team_learners`; Sacred warns about each one."""
@@ -144,5 +148,5 @@ def main(_run, _config, teams, team_learners):
     try:
         final = trainer.train()
     except Stopped as exc:
-        raise Interrupted(str(exc)) from None
+        raise Interrupted(str(exc), exc.t_env) from None
     return {"t_env": trainer.t_env, "episodes": trainer.episodes, **final}

@@ -11,6 +11,7 @@ latest checkpoint. Every run config is validated before anything is submitted.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -265,13 +266,25 @@ def sweep_main(argv: Sequence[str]) -> int:
             return wait_slurm(sweep, list(ids))
         print(f"follow with: {status_cmd}")
         return 0
-    if options.executor == "local":
-        errors = executors.run_local(jobs, options, sweep.folder / "logs", record, sweep.taken)
-    else:
-        errors = executors.run_debug(jobs, record)
-    failed = [k for k, e in errors.items() if e is not None]
+    try:
+        if options.executor == "local":
+            outcomes = executors.run_local(jobs, options, sweep.folder / "logs", record, sweep.taken)
+        else:
+            outcomes = executors.run_debug(jobs, record)
+    except executors.SweepStopped as stopped:
+        _quiet_print(f"{summary(sweep.statuses())}; rerun the same command to resume the interrupted runs")
+        return stopped.exit_status
+    failed = [k for k, o in outcomes.items() if o.status == "failed"]
     print(summary(sweep.statuses()))
     return 1 if failed else 0
+
+
+def _quiet_print(line: str) -> None:
+    """Print, unless the terminal is gone (a hang-up: writes fail)."""
+    try:
+        print(line, flush=True)
+    except (OSError, ValueError):
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python's flush at exit must not fail either
 
 
 def wait_slurm(sweep: Sweep, run_keys: list[str], poll_s: float = 2.0) -> int:
