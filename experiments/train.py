@@ -5,15 +5,20 @@ Arguments go to Sacred's command line (`with KEY=VALUE ...`, named configs, `pri
 copies the run to MongoDB without ever making training wait for it (experiments/observers.py), and
 `--mongo-required` (or ASAE_MONGO_REQUIRED=1) refuses to train when the database does not answer;
 without `-F`, runs go to results/runs (or $ASAE_RESULTS_DIR).
-Ctrl-C (or SIGTERM) stops after the current iteration with a checkpoint saved; a second Ctrl-C aborts.
+Ctrl-C, SIGTERM, SIGUSR1, SIGUSR2 (what SLURM sends before a time limit when a job script asks for it with
+`#SBATCH --signal=B:USR2@90`) and SIGHUP (a closed terminal or a dropped ssh session) stop after the current
+iteration with a checkpoint saved, the run INTERRUPTED and the command that resumes it printed; a second
+Ctrl-C aborts.
 """
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from envs import EnvCrashed
 from validation import ConfigError
@@ -55,16 +60,43 @@ def rewrite_argv(argv: list[str]) -> tuple[list[str], str | None, bool, bool]:
     return out, mongo, required, has_file
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+
+
 def _install_signal_handlers(stop_event: threading.Event):
     def graceful(signum, frame):
         if stop_event.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        first = not stop_event.is_set()
         stop_event.set()
-        print("\n[asae] stopping after this iteration and saving a checkpoint (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
+        if first:
+            try:  # after a hang-up the terminal is gone: the write fails, the stop must not
+                print(f"\n[asae] {signal.Signals(signum).name}: stopping after this iteration and saving a checkpoint "
+                      "(Ctrl-C again to abort)", file=sys.stderr, flush=True)
+            except (OSError, ValueError):
+                pass
 
-    previous = {sig: signal.signal(sig, graceful) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, graceful) for sig in STOP_SIGNALS}
     return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()]
+
+
+def resume_command(argv: list[str], run_dir: Path | str) -> str:
+    """The `asae train` command that continues the run in ``run_dir``: the same arguments with
+    resume_from=RUN_DIR (replacing one given before)."""
+    args = [a for a in argv if not a.startswith("resume_from=")]
+    if "with" not in args:
+        args.append("with")
+    args.append(f"resume_from={run_dir}")
+    return "asae train " + shlex.join(args)
+
+
+def _run_dir(sacred_run) -> Path | None:
+    from experiments.experiment import _file_storage_dir
+
+    run_dir = _file_storage_dir(sacred_run)
+    if run_dir is None and sacred_run.info.get("checkpoint"):
+        run_dir = Path(sacred_run.info["checkpoint"]).parent
+    return run_dir
 
 
 def main(argv: list[str]) -> int:
@@ -86,6 +118,13 @@ def main(argv: list[str]) -> int:
     failure: list[tuple[str, int]] = []  # (the one line to print, exit status)
 
     def run(command_name=None, *args, **kwargs):
+        sacred_run = None
+
+        def to_resume() -> str:
+            run_dir = _run_dir(sacred_run) if sacred_run is not None else None
+            return resume_command(argv, run_dir) if run_dir is not None else \
+                "rerun the same command with resume_from=<run directory>"
+
         try:
             # Sacred's Experiment.run in two steps, so that between the validated config and the run's
             # directory the checkpoint to resume from and the database are checked: a run that cannot
@@ -105,10 +144,10 @@ def main(argv: list[str]) -> int:
         except MongoUnreachable as exc:
             failure.append((str(exc), 1))
         except experiment.Interrupted as exc:
-            failure.append((f"{exc}; rerun the same command with resume_from=<run directory> to continue", 2))
+            failure.append((f"{exc}; the run is INTERRUPTED; to continue it: {to_resume()}", 2))
         except EnvCrashed as exc:  # no user mistake: Sacred has marked the run FAILED
-            failure.append((f"{exc}; the run FAILED (rerun it with resume_from=<run directory> to continue from "
-                            "its last checkpoint, if it wrote one)", 1))
+            failure.append((f"{exc}; the run FAILED (to continue from its last checkpoint, if it wrote one: "
+                            f"{to_resume()})", 1))
         except SacredError as exc:
             failure.append((str(exc).strip().splitlines()[-1], 2))
         raise _Abort()
@@ -119,12 +158,22 @@ def main(argv: list[str]) -> int:
         ex.run_commandline(["asae train"] + sacred_argv)
     except _Abort:
         message, status = failure[-1]
-        print(f"asae train: {message}", file=sys.stderr)
+        _say(f"asae train: {message}")
         return status
     finally:
         restore()
         del ex.run
     return 0
+
+
+def _say(line: str) -> None:
+    """The last line, to a terminal that may be gone (after a hang-up every write fails): then nothing
+    more is written, so that the exit status stays the run's."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        sys.stdout = sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - also for Python's flush at exit
 
 
 class _Abort(BaseException):
