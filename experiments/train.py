@@ -51,6 +51,12 @@ def rewrite_argv(argv: list[str]) -> tuple[list[str], str | None, bool, bool]:
         else:
             if arg in ("-F", "--file_storage") or arg.startswith("--file_storage="):
                 has_file = True
+                folder = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+                if not folder.strip() or folder == "with":
+                    got = "'with'" if folder == "with" else "an empty string" if folder or "=" in arg or \
+                        i + 1 < len(argv) else "nothing"
+                    raise ConfigError(f"{arg.split('=')[0]} needs a directory for the run's files; it got {got} "
+                                      "(an unset variable?)")
             match = ENV_SHORTHAND.match(arg)
             out.append(f"env.name={match['name']}" if match else arg)
         i += 1
@@ -106,7 +112,7 @@ def main(argv: list[str]) -> int:
     from experiments import experiment
     from experiments.api import added_key_message
     from experiments.observers import MongoUnreachable, mongo_copy
-    from experiments.trainer import check_resume_from
+    from experiments.trainer import Diverged, check_resume_from
 
     sacred_argv, mongo_url, mongo_required, has_file = rewrite_argv(argv)
     ex = experiment.ex
@@ -148,6 +154,8 @@ def main(argv: list[str]) -> int:
         except EnvCrashed as exc:  # no user mistake: Sacred has marked the run FAILED
             failure.append((f"{exc}; the run FAILED (to continue from its last checkpoint, if it wrote one: "
                             f"{to_resume()})", 1))
+        except Diverged as exc:  # Sacred has marked the run FAILED
+            failure.append((f"{exc}; the run FAILED", 1))
         except SacredError as exc:
             failure.append((str(exc).strip().splitlines()[-1], 2))
         raise _Abort()

@@ -35,6 +35,11 @@ PREVIOUS_CHECKPOINT_NAME = "checkpoint.prev.pt"
 CHECKPOINT_VERSION = 1
 
 
+class Diverged(Exception):
+    """Training produced a non-finite loss, statistic or parameter: the run stops FAILED; the checkpoints
+    written before it (all finite) are kept."""
+
+
 class CheckpointError(ConfigError):
     """A checkpoint that cannot be resumed from; the message names the file and what is wrong with it."""
 
@@ -221,6 +226,31 @@ class Trainer:
         self.last_log_t = self.t_env
         return out
 
+    def check_finite(self, team: str, metrics: dict[str, float]) -> None:
+        """Diverged (one line: which value, at which step, which checkpoint is kept) when an update of
+        ``team`` gave a non-finite metric or left a non-finite parameter."""
+        bad = next((k for k, v in metrics.items() if not math.isfinite(float(v))), None)
+        where = None if bad is None else f"{self._name(team, bad)} is {float(metrics[bad])}"
+        if where is None:
+            learner = self.learners[team]
+            for attr in type(learner).state_attrs:
+                module = getattr(learner, attr, None)
+                if isinstance(module, torch.nn.Module):
+                    for name, param in module.named_parameters():
+                        if not bool(torch.isfinite(param).all()):
+                            where = f"parameter {attr}.{name}" + (f" of team {team}" if self.multi_team else "") + \
+                                " is not finite"
+                            break
+                if where is not None:
+                    break
+        if where is None:
+            return
+        path = None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_NAME
+        kept = (f"its last checkpoint ({path}, t_env={self.last_ckpt_t}) is kept" if path is not None and path.is_file()
+                else "it wrote no checkpoint")
+        raise Diverged(f"training diverged: {where} after the update at t_env={self.t_env} (iteration "
+                       f"{self.iteration}); {kept}; lower lr / critic_lr or check the config")
+
     # --- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -280,7 +310,9 @@ class Trainer:
                 self.episodes += len(next(iter(stats.values())).returns)
                 self.iteration += 1
                 for team, learner in self.learners.items():
-                    for key, value in learner.train(batches[team], self.t_env, self.episodes).items():
+                    metrics = learner.train(batches[team], self.t_env, self.episodes)
+                    self.check_finite(team, metrics)
+                    for key, value in metrics.items():
                         self.window.learner.setdefault(team, {}).setdefault(key, []).append(value)
                 for team, team_stats in stats.items():
                     self.window.episodes.setdefault(team, EpisodeStats()).extend(team_stats)

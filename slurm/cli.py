@@ -27,6 +27,7 @@ from slurm.jobs import RunJob
 from slurm.state import STATUSES, RunStatus, SweepState, run_statuses
 
 DEFAULT_RESULTS = "results"
+MAX_RUNS = 20_000  # runs in one sweep (the largest preset has 200)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,7 +102,15 @@ class Sweep:
         overrides = dict(sweeps.parse_assignment(c, "--config") for c in args.overrides)
         seeds = None if args.seeds is None else sweeps.parse_seeds(args.seeds)
         specs = sweeps.select(sweeps.expand(self.preset, seeds, params, overrides), sweeps.parse_only(args.only))
-        configs = sweeps.resolve(self.preset, specs)
+        if len(specs) > MAX_RUNS:
+            raise ConfigError(f"{self.preset.name}: {len(specs)} runs; one sweep holds at most {MAX_RUNS} (validating "
+                              f"them alone would take about {len(specs) * 0.011 / 60:.0f} min); use fewer --seeds, "
+                              "--only or --set")
+        configs = sweeps.resolve(self.preset, specs, _ValidationProgress() if len(specs) > 500 else None)
+        no_tests = [c for c in configs if c.get("test_episodes") == 0]
+        if no_tests:
+            raise ConfigError(f"{self.preset.name}: test_episodes=0 in {len(no_tests)} run(s): a sweep's runs feed "
+                              "the report, which reads their test metrics; use test_episodes >= 1")
         # One run per run_key, in preset order (a grid may name the same config twice).
         unique: dict[str, tuple[sweeps.RunSpec, dict[str, Any]]] = {}
         for spec, config in zip(specs, configs):
@@ -145,6 +154,18 @@ class Sweep:
                 for row, value in zip(rows, values):
                     row.append(value)
         return format_table(headers, rows)
+
+
+class _ValidationProgress:
+    """A line every few seconds while a large sweep's runs are validated."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if time.monotonic() - self.last >= 2:
+            self.last = time.monotonic()
+            print(f"validating the runs: {done}/{total}", file=sys.stderr, flush=True)
 
 
 def _short(path: Path | None) -> str:
