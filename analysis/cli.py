@@ -95,6 +95,8 @@ def report_main(argv: list[str]) -> int:
                       skip_running=not args.running)
     for where, why in frame.attrs.get("skipped") or []:
         _log(f"skipped {where}: {why}")
+    for where, why in frame.attrs.get("flagged") or []:
+        _log(f"flagged {where}: {why}")
     require_runs(frame, source)
     _log(f"loaded {frame['run_id'].nunique()} run(s) from {source} in {frame.attrs['load_seconds']:.1f}s")
     frame = select_preset(frame, args.preset)
