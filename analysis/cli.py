@@ -67,8 +67,12 @@ def check_out_dir(out: Path) -> None:
     if not existing.is_dir():
         what = "is not a directory" if existing == out else f"cannot be created: {str(existing)!r} is not a directory"
         raise ConfigError(f"--out {path!r} {what}; name a directory for the output (it is created if missing)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {path!r}: the directory {str(existing)!r} is not writable")
+    from experiments.files import unwritable_dir
+
+    why = unwritable_dir(existing)
+    if not os.access(existing, os.W_OK | os.X_OK) or why is not None:
+        raise ConfigError(f"--out {path!r}: the directory {str(existing)!r} is not writable"
+                          + (f" ({why.split(' (', 1)[1]}" if why and " (" in why else ""))
 
 
 def report_main(argv: list[str]) -> int:

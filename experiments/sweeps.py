@@ -181,9 +181,12 @@ def _expect(value: Any, kind: type | tuple[type, ...], where: str, what: str) ->
 def load_preset(path: str | Path) -> Preset:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a TOML preset (not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at "
+                          f"offset {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     where = lambda key: f"{path}: {key}"  # noqa: E731

@@ -96,6 +96,20 @@ def resume_command(argv: list[str], run_dir: Path | str) -> str:
     return "asae train " + shlex.join(args)
 
 
+def _check_results_dirs(sacred_run, chosen: bool) -> None:
+    """Before the run's directory exists: the file-storage directory must be one where files can be made."""
+    from sacred.observers import FileStorageObserver
+
+    from experiments.files import unwritable_dir
+
+    for obs in sacred_run.observers:
+        if isinstance(obs, FileStorageObserver):
+            why = unwritable_dir(obs.basedir)
+            if why is not None:
+                what = "-F" if chosen else ("ASAE_RESULTS_DIR" if os.environ.get("ASAE_RESULTS_DIR") else "results dir")
+                raise ConfigError(f"{what} {obs.basedir!r}: {why}; name a directory where the run's files can be written")
+
+
 def _run_dir(sacred_run) -> Path | None:
     from experiments.experiment import _file_storage_dir
 
@@ -112,7 +126,7 @@ def main(argv: list[str]) -> int:
     from experiments import experiment
     from experiments.api import added_key_message
     from experiments.observers import MongoUnreachable, mongo_copy
-    from experiments.trainer import Diverged, check_resume_from
+    from experiments.trainer import CheckpointWriteError, Diverged, check_resume_from
 
     sacred_argv, mongo_url, mongo_required, has_file = rewrite_argv(argv)
     ex = experiment.ex
@@ -137,6 +151,7 @@ def main(argv: list[str]) -> int:
             # start leaves nothing behind.
             sacred_run = ex._create_run(command_name, *args, **kwargs)
             if (command_name or ex.default_command) == ex.default_command:
+                _check_results_dirs(sacred_run, has_file)
                 if sacred_run.config.get("resume_from"):
                     check_resume_from(sacred_run.config["resume_from"])
                 if mongo_url and not sacred_run.unobserved:
@@ -154,8 +169,12 @@ def main(argv: list[str]) -> int:
         except EnvCrashed as exc:  # no user mistake: Sacred has marked the run FAILED
             failure.append((f"{exc}; the run FAILED (to continue from its last checkpoint, if it wrote one: "
                             f"{to_resume()})", 1))
-        except Diverged as exc:  # Sacred has marked the run FAILED
+        except (Diverged, CheckpointWriteError) as exc:  # Sacred has marked the run FAILED
             failure.append((f"{exc}; the run FAILED", 1))
+        except OSError as exc:  # a file the run writes or reads (its directory, a full disk)
+            name = f"{exc.filename}: " if exc.filename else ""
+            ran = sacred_run is not None and sacred_run.status not in (None, "QUEUED")
+            failure.append((f"{name}{exc.strerror or exc}" + ("; the run FAILED" if ran else ""), 1))
         except SacredError as exc:
             failure.append((str(exc).strip().splitlines()[-1], 2))
         raise _Abort()

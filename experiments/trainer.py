@@ -9,6 +9,7 @@ kept beside it (checkpoint.prev.pt), for when the newest turns out unreadable.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
@@ -38,6 +39,11 @@ CHECKPOINT_VERSION = 1
 class Diverged(Exception):
     """Training produced a non-finite loss, statistic or parameter: the run stops FAILED; the checkpoints
     written before it (all finite) are kept."""
+
+
+class CheckpointWriteError(Exception):
+    """A checkpoint could not be written (a full disk, a file system gone read-only): the message says
+    which and what is kept."""
 
 
 class CheckpointError(ConfigError):
@@ -75,12 +81,15 @@ def read_checkpoint(path: Path, map_location: Any = "cpu", mmap: bool = False) -
     """The training state in a checkpoint file. A file that is no such state (empty, cut short, not a
     checkpoint, another format) raises CheckpointError naming it and what is wrong. ``mmap`` leaves the
     tensors on disk: a cheap check that the file can be resumed from."""
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            cut = f.read(4) == b"PK\x03\x04"
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc})") from None
     if size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its directory is at the very end
-        with open(path, "rb") as f:
-            cut = f.read(4) == b"PK\x03\x04"
         raise CheckpointError(f"checkpoint {path} is cut short (an incomplete archive of {size} bytes)" if cut
                               else f"checkpoint {path} is not a PyTorch checkpoint")
     try:
@@ -284,11 +293,16 @@ class Trainer:
     def save_checkpoint(self) -> Path | None:
         if self.checkpoint_dir is None:
             return None
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        self.last_ckpt_t = self.t_env
         path = self.checkpoint_dir / CHECKPOINT_NAME
+        before = self.last_ckpt_t
+        self.last_ckpt_t = self.t_env
         state = self.state_dict()
-        atomic_write(path, lambda f: torch.save(state, f), keep_previous=self.checkpoint_dir / PREVIOUS_CHECKPOINT_NAME)
+        try:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda f: torch.save(state, f), keep_previous=self.checkpoint_dir / PREVIOUS_CHECKPOINT_NAME)
+        except (OSError, RuntimeError) as exc:  # torch's zip writer reports a failed write as a RuntimeError
+            self.last_ckpt_t = before
+            raise CheckpointWriteError(_write_failure(path, exc, before, self.t_env)) from None
         return path
 
     def resume(self, resume_from: str | Path) -> None:
@@ -340,6 +354,24 @@ class Trainer:
             bar.close()
             self.env.close()
         return last_test
+
+
+def _write_failure(path: Path, exc: BaseException, kept_t: int | None, t_env: int) -> str:
+    """One line: which checkpoint could not be written, why, and what is intact."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+    else:
+        text = (str(exc).splitlines() or [""])[0]
+        reason = "the write was cut short" if "unexpected pos" in text else text[:120]
+    try:
+        free = os.statvfs(path.parent).f_bavail * os.statvfs(path.parent).f_frsize
+        if free < max(path.stat().st_size if path.is_file() else 0, 2**20):
+            reason = f"{reason}: the disk is full, {free} bytes free"
+    except OSError:
+        pass
+    kept = (f"the checkpoint at t_env={kept_t} ({path}) is intact" if kept_t is not None and path.is_file()
+            else "no earlier checkpoint of this run exists")
+    return f"writing the checkpoint at t_env={t_env} to {path} failed ({reason}); {kept}"
 
 
 class Stopped(Exception):

@@ -118,6 +118,10 @@ class Sweep:
         self.runs = unique
         self.columns = sweeps.varying_keys([spec for spec, _ in unique.values()])
         root = Path(args.results or self.preset.results or DEFAULT_RESULTS).resolve()
+        existing = next((p for p in (root, *root.parents) if p.exists()), root)
+        if not existing.is_dir():
+            raise ConfigError(f"--results {str(args.results or root)!r}: {'it' if existing == root else existing} is not "
+                              "a directory; name the directory the runs and sweep logs go to")
         self.results_dir = root / "runs"
         self.folder = root / "sweeps" / self.preset.name
         self.state = SweepState(self.folder)
@@ -244,6 +248,12 @@ def sweep_main(argv: Sequence[str]) -> int:
         executors.require_sbatch()
     if args.commit:
         check_committable(sweep.results_dir)
+    if not args.dry_run:
+        from experiments.files import unwritable_dir
+
+        why = unwritable_dir(sweep.folder)
+        if why is not None:
+            raise ConfigError(f"the sweep's logs cannot be written in {_short(sweep.folder)}: {why}; pass --results DIR")
     statuses = sweep.statuses()
     todo = [st for st in statuses if not st.settled]
     n_done = sum(st.status == "completed" for st in statuses)
