@@ -106,6 +106,11 @@ def _file_storage_dir(run) -> Path | None:
     return None
 
 
+class NotStarted(ConfigError):
+    """A config error found once the run's directory existed, before training began (the env's teams, the
+    device, the memory the run needs, the checkpoint to resume from): nothing was trained."""
+
+
 class Interrupted(SacredInterrupt):
     STATUS = "INTERRUPTED"
 
@@ -140,9 +145,13 @@ def main(_run, _config, teams, team_learners):
     _run.info["run_key"] = cfg.run_key
     _run.info["checkpoint"] = str(checkpoint_dir / "checkpoint.pt")
     logger = MetricLogger(lambda name, value, step: _run.log_scalar(name, value, step))
-    trainer = Trainer(cfg, logger, checkpoint_dir, stop_event=RUNTIME["stop_event"], progress=RUNTIME["progress"])
+    try:
+        trainer = Trainer(cfg, logger, checkpoint_dir, stop_event=RUNTIME["stop_event"], progress=RUNTIME["progress"])
+        if cfg.resume_from:
+            trainer.resume(cfg.resume_from)
+    except ConfigError as exc:
+        raise NotStarted(str(exc)) from None
     if cfg.resume_from:
-        trainer.resume(cfg.resume_from)
         _run.info["resumed_from"] = cfg.resume_from
         _run.info["resumed_at_t_env"] = trainer.t_env
     try:

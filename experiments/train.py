@@ -110,6 +110,21 @@ def _check_results_dirs(sacred_run, chosen: bool) -> None:
                 raise ConfigError(f"{what} {obs.basedir!r}: {why}; name a directory where the run's files can be written")
 
 
+SACRED_FILES = {"config.json", "run.json", "cout.txt", "info.json", "metrics.json"}
+
+
+def _remove_unstarted(sacred_run) -> None:
+    """The directory of a run that never trained (a config error found after Sacred made it), if it holds
+    only Sacred's own files: a run that cannot start leaves nothing behind."""
+    import shutil
+
+    from experiments.experiment import _file_storage_dir
+
+    run_dir = _file_storage_dir(sacred_run)
+    if run_dir is not None and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= SACRED_FILES:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def _run_dir(sacred_run) -> Path | None:
     from experiments.experiment import _file_storage_dir
 
@@ -153,11 +168,14 @@ def main(argv: list[str]) -> int:
             if (command_name or ex.default_command) == ex.default_command:
                 _check_results_dirs(sacred_run, has_file)
                 if sacred_run.config.get("resume_from"):
-                    check_resume_from(sacred_run.config["resume_from"])
+                    check_resume_from(sacred_run.config["resume_from"], dict(sacred_run.config))
                 if mongo_url and not sacred_run.unobserved:
                     sacred_run.observers.append(mongo_copy(mongo_url, required=mongo_required))
             sacred_run()
             return sacred_run
+        except experiment.NotStarted as exc:  # nothing trained: its run directory goes again
+            _remove_unstarted(sacred_run)
+            failure.append((str(exc), 2))
         except ConfigError as exc:
             failure.append((str(exc), 2))
         except ConfigAddedError as exc:

@@ -27,6 +27,7 @@ from algos.batch import EpisodeBatch
 from envs import make_env
 from envs.base import TeamSpec
 from validation import ConfigError, require
+from experiments import memory
 from experiments.config import RunConfig
 from experiments.files import atomic_write
 from experiments.runner import EpisodeRunner, EpisodeStats, summarize
@@ -64,17 +65,47 @@ def checkpoint_path(resume_from: str | Path) -> Path:
     return newest
 
 
-def check_resume_from(resume_from: str | Path) -> None:
+def check_resume_from(resume_from: str | Path, config: dict[str, Any] | None = None) -> None:
     """Before a run starts: CheckpointError (or ConfigError) if ``resume_from`` cannot be resumed from; the
-    message points to the checkpoint before it when there is one."""
+    message points to the checkpoint before it when there is one. With the run's ``config``, a checkpoint
+    of another config is refused too, naming the keys that differ."""
     path = checkpoint_path(resume_from)
     try:
-        read_checkpoint(path, mmap=True)
+        state = read_checkpoint(path, mmap=True)
     except CheckpointError as exc:
         previous = path.with_name(PREVIOUS_CHECKPOINT_NAME)
         if path.name == CHECKPOINT_NAME and previous.is_file():
             raise CheckpointError(f"{exc}; the checkpoint before it may be readable: resume_from={previous}") from None
         raise
+    if config is not None and config.get("run_key") and state.get("run_key") != config["run_key"]:
+        raise ConfigError(_mismatch(path, state.get("run_key"), config))
+
+
+def _mismatch(path: Path, theirs: str | None, config: dict[str, Any]) -> str:
+    """The resume-mismatch line, naming the keys that differ when the checkpoint's run left its config.json."""
+    from experiments.config import NON_IDENTITY_KEYS
+    from experiments.files import read_json
+
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix[:-1]: tree}
+        out = {}
+        for key, value in tree.items():
+            if not prefix and (key in NON_IDENTITY_KEYS or key.startswith("_")):
+                continue
+            out.update(flat(value, f"{prefix}{key}."))
+        return out
+
+    line = (f"resume_from points at a checkpoint of run {theirs}, but this config is run {config['run_key']}; "
+            "resume with the same config (only device, logging and checkpoint settings may change)")
+    other = read_json(path.parent / "config.json")
+    if isinstance(other, dict):
+        mine, there = flat(config), flat(other)
+        keys = sorted(k for k in set(mine) | set(there) if mine.get(k, "<unset>") != there.get(k, "<unset>"))
+        if keys:
+            line += "; it differs in " + ", ".join(f"{k} ({there.get(k, '<unset>')!r} there, {mine.get(k, '<unset>')!r} "
+                                                   "here)" for k in keys[:5]) + (" ..." if len(keys) > 5 else "")
+    return line
 
 
 def read_checkpoint(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
@@ -160,10 +191,16 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
+        memory.check_envs(cfg)
         self.env = make_env(cfg.env, cfg.n_envs)
         info = self.env.info
         team_names = [t.name for t in info.teams]
-        self.team_algos = cfg.team_algos(team_names)
+        try:
+            self.team_algos = cfg.team_algos(team_names)
+            memory.check(cfg, info, self.team_algos)
+        except ConfigError:
+            self.env.close()
+            raise
         self.multi_team = len(team_names) > 1
         self.learners = {}
         controllers = {}
@@ -318,6 +355,10 @@ class Trainer:
             last_test = self.evaluate()
         try:
             while self.t_env < cfg.t_max:
+                if self.stop_event.is_set():  # asked before this iteration: while the envs were built or tested
+                    if self.t_env != self.last_ckpt_t:
+                        self.save_checkpoint()
+                    raise Stopped(self.t_env)
                 start = time.perf_counter()
                 batches, stats, steps = self._collect(False, self.rounds * cfg.n_envs, self.train_rng)
                 self.t_env += steps

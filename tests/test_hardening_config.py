@@ -106,3 +106,46 @@ def test_a_runaway_seed_count_is_refused_at_once(tmp_path):
         assert proc.returncode == 2
         assert "at most 1000 seeds in one sweep" in one_line(proc, "asae sweep:")
         assert took < 20, f"{took:.1f} s"
+
+
+def test_sizes_that_do_not_fit_in_memory_are_refused_with_the_estimate(tmp_path):
+    runs = tmp_path / "runs"
+    cases = [(["n_envs=100000"], "this run needs about", "episode buffers (100000 episodes of 26 steps)"),
+             (["env.episode_limit=100000000"], "this run needs about", "episodes x 100000001 steps"),
+             (["algo=qmix", "learner.buffer_size=100000000"], "this run needs about",
+              "team replay (buffer_size=100000000 episodes of 26 steps)"),
+             (["n_envs=100000", "env.backend=mpe2"], "n_envs=100000 mpe_spread envs (backend mpe2) need about", "")]
+    for args, says, part in cases:
+        start = time.monotonic()
+        proc = asae("train", "-F", str(runs), "with", *args, "t_max=10", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        line = one_line(proc, "asae train:")
+        assert says in line and part in line and "of this machine's" in line, line
+        assert time.monotonic() - start < 60
+    # Found once Sacred had made the run's directory, before anything trained: the directory goes again.
+    assert not any(runs.glob("[0-9]*")), list(runs.iterdir())
+
+
+def test_sigterm_while_the_envs_are_built_stops_before_the_first_iteration(tmp_path):
+    """600 mpe2 envs take seconds to build and their first test round more: a SIGTERM sent as the run
+    starts ends it INTERRUPTED at t_env=0, with a checkpoint, instead of training on."""
+    import signal
+
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([*asae_cli(), "train", "-F", str(runs), "with", "algo=coma", "env.backend=mpe2",
+                             "n_envs=600", "batch_size=600", "test_episodes=600", "t_max=100000"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "Started run" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        err = proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 2, err
+    assert "stopped at t_env=0 after saving a checkpoint; the run is INTERRUPTED" in err, err
+    assert json.loads((runs / "1" / "run.json").read_text())["status"] == "INTERRUPTED"
+    assert (runs / "1" / "checkpoint.pt").is_file()
