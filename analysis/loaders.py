@@ -440,7 +440,8 @@ def _still_running(raw: RawRun) -> str:
     beat = run_time(raw)["end"]
     age = (pd.Timestamp.now(tz="UTC").tz_convert(None) - beat).total_seconds() if beat is not pd.NaT else math.nan
     reached = f"t_env {max(_as_floats(steps)):.0f}, " if steps else ""
-    return f"still RUNNING ({reached}last heartbeat {duration_text(age)} ago): its numbers are not final yet"
+    beat_text = f"last heartbeat {duration_text(age)} ago" if math.isfinite(age) else "no heartbeat recorded"
+    return f"still RUNNING ({reached}{beat_text}): its numbers are not final yet"
 
 
 def duration_text(seconds: float) -> str:

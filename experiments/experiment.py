@@ -130,6 +130,16 @@ for _name in ("asae", None):  # Sacred logs it on the run's logger or the root l
     logging.getLogger(_name).addFilter(_QuietAddedEntries())
 
 
+def _keep_output(run) -> None:
+    """Take what the run printed into its captured output while the capture is still open: Sacred reads it
+    only on heartbeats and, for a completed run, at the end, so cout.txt of an interrupted or failed run
+    would miss everything since the last heartbeat."""
+    try:
+        run._get_captured_output()
+    except Exception:  # noqa: BLE001 - never hide the error that ends the run
+        pass
+
+
 @ex.main
 def main(_run, _config, teams, team_learners):
     # `teams` and `team_learners` are captured so Sacred accepts team names added to these empty dicts.
@@ -151,11 +161,18 @@ def main(_run, _config, teams, team_learners):
             trainer.resume(cfg.resume_from)
     except ConfigError as exc:
         raise NotStarted(str(exc)) from None
+    except BaseException:
+        _keep_output(_run)
+        raise
     if cfg.resume_from:
         _run.info["resumed_from"] = cfg.resume_from
         _run.info["resumed_at_t_env"] = trainer.t_env
     try:
         final = trainer.train()
     except Stopped as exc:
+        _keep_output(_run)
         raise Interrupted(str(exc), exc.t_env) from None
+    except BaseException:
+        _keep_output(_run)
+        raise
     return {"t_env": trainer.t_env, "episodes": trainer.episodes, **final}

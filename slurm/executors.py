@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,13 +109,61 @@ def submit_slurm(jobs: Mapping[str, RunJob], options: ExecutorOptions, folder: P
     require_sbatch()
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_TIMEOUT_REQUEUES)
     executor.update_parameters(**options.slurm_parameters(job_name))
-    try:
-        with executor.batch():
-            submitted = [executor.submit(job) for job in jobs.values()]
-    except Exception as exc:  # sbatch refused (bad partition, too much time...): submitit raises its output
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    outcome: dict[str, Any] = {}
+
+    def submit() -> None:
+        try:
+            with executor.batch():
+                outcome["jobs"] = [executor.submit(job) for job in jobs.values()]
+        except Exception as exc:  # noqa: BLE001 - reported below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=submit, name="asae-sbatch", daemon=True)
+    worker.start()
+    worker.join(sbatch_timeout_s())
+    if worker.is_alive():  # sbatch hangs (slurmctld down or stuck): end it, say so
+        for pid in _children(os.getpid()):
+            if _command_name(pid) == "sbatch":
+                _signal(pid, signal.SIGKILL)
+        worker.join(10)
+        _remove_new_submission_files(folder, before)
+        raise ConfigError(f"sbatch did not answer within {sbatch_timeout_s():.0f} s (is slurmctld up? `squeue` tells); "
+                          "it was stopped: check `squeue --me` for the job array before submitting again "
+                          f"(${SBATCH_TIMEOUT_ENV} sets the wait)")
+    if "error" in outcome:  # sbatch refused (bad partition, too much time...): submitit raises its output
+        _remove_new_submission_files(folder, before)
+        exc = outcome["error"]
         lines = [ln for ln in str(exc).splitlines() if "error" in ln.lower()] or str(exc).splitlines() or [repr(exc)]
-        raise ConfigError(f"sbatch refused the job array: {lines[-1].strip()}") from None
-    return {key: job.job_id for key, job in zip(jobs, submitted)}
+        raise ConfigError(f"sbatch refused the job array: {lines[-1].strip()}")
+    return {key: job.job_id for key, job in zip(jobs, outcome["jobs"])}
+
+
+SBATCH_TIMEOUT_ENV = "ASAE_SBATCH_TIMEOUT_S"
+
+
+def sbatch_timeout_s() -> float:
+    try:
+        return max(1.0, float(os.environ.get(SBATCH_TIMEOUT_ENV, "120")))
+    except ValueError:
+        raise ConfigError(f"${SBATCH_TIMEOUT_ENV}={os.environ[SBATCH_TIMEOUT_ENV]!r} is not a number of seconds") from None
+
+
+def _command_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _remove_new_submission_files(folder: Path, before: set[Path]) -> None:
+    """The pickles and sbatch script a submission that did not happen left in the log folder."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path not in before and (path.suffix == ".pkl" or path.name.startswith(".submission_file_")):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 class Progress:

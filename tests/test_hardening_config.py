@@ -35,6 +35,7 @@ def test_a_diverging_loss_fails_the_run_with_one_line_naming_it(tmp_path):
     assert "training diverged: critic_loss is nan after the update at t_env=50 (iteration 1)" in line, line
     assert "the run FAILED" in line
     assert json.loads((runs / "1" / "run.json").read_text())["status"] == "FAILED"
+    assert 'Started run with ID "1"' in (runs / "1" / "cout.txt").read_text(), "cout.txt holds what the run printed"
 
 
 def test_a_diverged_run_keeps_its_last_finite_checkpoint(tmp_path):
@@ -149,3 +150,13 @@ def test_sigterm_while_the_envs_are_built_stops_before_the_first_iteration(tmp_p
     assert "stopped at t_env=0 after saving a checkpoint; the run is INTERRUPTED" in err, err
     assert json.loads((runs / "1" / "run.json").read_text())["status"] == "INTERRUPTED"
     assert (runs / "1" / "checkpoint.pt").is_file()
+
+
+def test_null_is_accepted_where_the_message_offers_it(tmp_path):
+    from experiments.api import resolve_config
+    from experiments.config import validate
+
+    config = resolve_config({"learner.clip": "null"})  # what `with learner.clip=null` passes on
+    assert validate(config).learner_config("team", "asae").clip is None
+    proc = asae("train", "print_config", "with", "learner.clip=null", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr

@@ -74,3 +74,11 @@ def test_the_report_skips_what_it_must_not_read_and_excludes_bad_values(tmp_path
     [row] = [ln for ln in proc.stdout.splitlines() if ln.startswith("| 3m |")]
     assert "| 0.90 [" in row and "n=2 |" in row, row
     assert "runs reach 4k env steps" in row, row
+
+
+def test_a_running_run_without_a_heartbeat_says_so(tmp_path):
+    from analysis.loaders import RawRun, _still_running
+
+    raw = RawRun(run_id="file:1", source="file", sacred_id="1", config={}, run={"status": "RUNNING"}, info={},
+                 metrics={"test_return_mean": {"steps": [0, 50], "values": [1.0, 2.0]}})
+    assert _still_running(raw) == "still RUNNING (t_env 50, no heartbeat recorded): its numbers are not final yet"

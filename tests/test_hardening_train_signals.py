@@ -66,6 +66,7 @@ def test_each_stop_signal_checkpoints_and_prints_the_resume_command(tmp_path, si
     assert proc.returncode == 2, err
     assert "Traceback" not in err, err
     check_interrupted(run_dir)
+    assert "[asae] t_env " in (run_dir / "cout.txt").read_text(), "cout.txt holds what the run printed"
     [line] = [ln for ln in err.splitlines() if ln.startswith("asae train:")]
     assert "<run directory>" not in line, line
     command = line.split("to continue it: ", 1)[1]
