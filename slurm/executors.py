@@ -392,7 +392,7 @@ def run_debug(jobs: Mapping[str, RunJob], on_submit: Callable[[dict[str, str]], 
                 outcomes[key] = Outcome("completed" if result.get("status") == "COMPLETED" else "not started")
             for rest in keys[i + 1:]:
                 outcomes[rest] = Outcome("not started")
-            raise SweepStopped(getattr(signal, "SIG" + job._stopped_by), outcomes)
+            raise SweepStopped(signal.Signals[job._stopped_by], outcomes)
         outcomes[key] = Outcome("completed")
     return outcomes
 

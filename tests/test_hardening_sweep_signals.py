@@ -137,3 +137,27 @@ def test_closing_the_terminal_of_a_local_sweep_checkpoints_its_run_and_leaves_no
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     interrupted_run_and_clean_exit(proc, results, 128 + signal.SIGHUP, None)
+
+
+def test_a_stopped_debug_sweep_checkpoints_its_run_and_starts_no_other(tmp_path):
+    """--executor debug runs in the sweep's own process: SIGTERM to it ends the run at hand INTERRUPTED."""
+    preset = tiny_preset(tmp_path, t_max=T_MAX, agents="[2, 3]")
+    results = tmp_path / "results"
+    exe = str(Path(sys.executable).with_name("asae"))
+    proc = subprocess.Popen([exe, "sweep", str(preset), "--executor", "debug", "--results", str(results)],
+                            cwd=tmp_path, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        wait_until(lambda: any((d / "checkpoint.pt").is_file() for d in (results / "runs").glob("[0-9]*")),
+                   120, "the run to checkpoint")
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    [run] = runs_of(results)
+    assert run["status"] == "INTERRUPTED"
+    assert f"run {run['run_key']} interrupted at t_env=" in output, output
+    assert "rerun the same command to resume" in output, output
