@@ -160,3 +160,22 @@ def test_null_is_accepted_where_the_message_offers_it(tmp_path):
     assert validate(config).learner_config("team", "asae").clip is None
     proc = asae("train", "print_config", "with", "learner.clip=null", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_errors_found_once_the_run_directory_exists_leave_none_and_a_mismatch_names_the_key(tmp_path):
+    runs = tmp_path / "runs"
+    first = asae("train", "-F", str(runs), "with", "algo=coma", *TINY, "batch_size=2", "t_max=100",
+                 "checkpoint_interval=50", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    cases = [(["lr=0.001", f"resume_from={runs / '1'}"], "it differs in lr (0.0005 there, 0.001 here)"),
+             (['teams={"nobody": "coma"}'], "teams.nobody is not a team of env 'mpe_spread'")]
+    import torch
+
+    if not torch.cuda.is_available():
+        cases.append((["device=cuda"], "device='cuda' but CUDA is not available on this machine"))
+    for extra, says in cases:
+        proc = asae("train", "-F", str(runs), "with", "algo=coma", *TINY, "batch_size=2", "t_max=100", *extra,
+                    cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        assert says in one_line(proc, "asae train:")
+    assert sorted(p.name for p in runs.glob("[0-9]*")) == ["1"]
