@@ -31,6 +31,9 @@ def learner_class(name: Any):
 
 
 def learner_config(name: str, overrides: Mapping[str, Any] | None, where: str = "learner") -> Any:
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(f"{where}={overrides!r} is not valid; set the algo's hyper-parameters as "
+                          f"{where}.KEY=VALUE (`asae train print_config` shows them)")
     return build(learner_class(name).Config, overrides, where=where)
 
 

@@ -67,8 +67,12 @@ def check_out_dir(out: Path) -> None:
     if not existing.is_dir():
         what = "is not a directory" if existing == out else f"cannot be created: {str(existing)!r} is not a directory"
         raise ConfigError(f"--out {path!r} {what}; name a directory for the output (it is created if missing)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {path!r}: the directory {str(existing)!r} is not writable")
+    from experiments.files import unwritable_dir
+
+    why = unwritable_dir(existing)
+    if not os.access(existing, os.W_OK | os.X_OK) or why is not None:
+        raise ConfigError(f"--out {path!r}: the directory {str(existing)!r} is not writable"
+                          + (f" ({why.split(' (', 1)[1]}" if why and " (" in why else ""))
 
 
 def report_main(argv: list[str]) -> int:
@@ -95,6 +99,8 @@ def report_main(argv: list[str]) -> int:
                       skip_running=not args.running)
     for where, why in frame.attrs.get("skipped") or []:
         _log(f"skipped {where}: {why}")
+    for where, why in frame.attrs.get("flagged") or []:
+        _log(f"flagged {where}: {why}")
     require_runs(frame, source)
     _log(f"loaded {frame['run_id'].nunique()} run(s) from {source} in {frame.attrs['load_seconds']:.1f}s")
     frame = select_preset(frame, args.preset)

@@ -30,6 +30,7 @@ import errno
 import json
 import math
 import os
+import stat
 import sys
 import time
 from dataclasses import dataclass, field
@@ -79,6 +80,63 @@ class RawRun:
 class LoadReport:
     runs: list[RawRun] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    flagged: list[tuple[str, str]] = field(default_factory=list)  # runs read with some values left out
+
+
+def _number(value: Any) -> float | None:
+    """A metric value or step as a finite float, or None (NaN, infinite, too large, not a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        out = float(value)
+    except OverflowError:
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "an integer too large for a float"
+    if isinstance(value, float):
+        return str(value)
+    return f"a {type(value).__name__}"
+
+
+def exclude_bad_values(raw: RawRun, report: LoadReport) -> None:
+    """Leave out the points of ``raw``'s metrics whose step or value is not a finite number, with one line
+    per run in ``report.flagged``. A series whose last point is bad is left out whole: its final value is
+    unknown, and an earlier point must not stand in for it."""
+    notes, bad_total = [], 0
+    for name, series in list(raw.metrics.items()):
+        if not isinstance(series, Mapping):
+            continue
+        steps, values = series.get("steps"), series.get("values")
+        if not isinstance(steps, list) or not isinstance(values, list):
+            continue
+        n = min(len(steps), len(values))
+        keep, first_bad = [], None
+        for i in range(n):
+            step, value = _number(steps[i]), _number(values[i])
+            if step is None or value is None:
+                if first_bad is None:
+                    first_bad = (i, steps[i] if step is None else values[i], "step" if step is None else "value")
+                continue
+            keep.append(i)
+        if first_bad is None:
+            continue
+        bad = n - len(keep)
+        bad_total += bad
+        i, what, kind = first_bad
+        if n and keep and keep[-1] == n - 1:
+            raw.metrics[name] = {**series, "steps": [steps[k] for k in keep], "values": [values[k] for k in keep]}
+            notes.append(f"{name}: {bad} of {n} points left out (the first: {kind} {_describe(what)} at point {i})")
+        else:
+            del raw.metrics[name]
+            notes.append(f"{name}: left out whole, its last point is not a finite number ({bad} of {n} bad; the "
+                         f"first: {kind} {_describe(what)} at point {i})")
+    if notes:
+        report.flagged.append((raw.location, f"{bad_total} metric value(s) not finite numbers, excluded from the "
+                                             f"statistics: " + "; ".join(notes)))
 
 
 # ----------------------------------------------------------------------------- file storage
@@ -130,14 +188,44 @@ def _loops(path: str) -> bool:
     return False
 
 
-def _read_json(path: Path) -> Any:
+MAX_RUN_FILE_BYTES = 256 * 2**20  # a run file over this is skipped unread (a 3M-step run's metrics.json: ~2 MB)
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _read_bounded(path: Path) -> bytes:
+    """A run file's bytes, if it is a regular file of at most MAX_RUN_FILE_BYTES. Opened without blocking
+    (a FIFO would wait forever for a writer) and checked by type on the open file, so what is read is
+    what was checked."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise _Missing(f"{path.name} is missing") from None
     except OSError as exc:
         reason = "a symlink loop" if exc.errno == errno.ELOOP else exc.strerror
         raise _Broken(f"{path.name} is unreadable ({reason})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "not a regular file")
+            raise _Broken(f"{path.name} is {kind}, not a file: not read")
+        if st.st_size > MAX_RUN_FILE_BYTES:
+            raise _Broken(f"{path.name} is {st.st_size / 2**20:.0f} MiB, over the {MAX_RUN_FILE_BYTES // 2**20} MiB "
+                          "a run file may have: not read")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_RUN_FILE_BYTES + 1)
+    except OSError as exc:
+        raise _Broken(f"{path.name} is unreadable ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_RUN_FILE_BYTES:  # it grew while being read
+        raise _Broken(f"{path.name} is over the {MAX_RUN_FILE_BYTES // 2**20} MiB a run file may have: not read")
+    return data
+
+
+def _read_json(path: Path) -> Any:
+    data = _read_bounded(path)
     if not data.strip():
         raise _Broken(f"{path.name} is empty")
     nul = data.find(b"\0")
@@ -153,6 +241,10 @@ def _read_json(path: Path) -> Any:
         cut = exc.pos >= len(text.rstrip()) - 1 or exc.msg.startswith("Unterminated string")
         where = "truncated" if cut else "not valid JSON"
         raise _Broken(f"{path.name} is {where} ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise _Broken(f"{path.name} cannot be read ({str(exc).splitlines()[0][:120]})") from None
+    except RecursionError:
+        raise _Broken(f"{path.name} is nested too deeply to read") from None
 
 
 class _Broken(Exception):
@@ -197,9 +289,15 @@ def read_file_runs(root: str | os.PathLike, progress: bool = False) -> LoadRepor
     dirs = find_run_dirs(root, report.skipped)
     for run_dir in _progress(dirs, progress, f"reading runs under {root}"):
         try:
-            report.runs.append(read_file_run(run_dir, root))
+            raw = read_file_run(run_dir, root)
         except _Broken as exc:
             report.skipped.append((str(run_dir), str(exc)))
+            continue
+        exclude_bad_values(raw, report)
+        if raw.metrics:
+            report.runs.append(raw)
+        else:
+            report.skipped.append((str(run_dir), "no metric holds a finite number"))
     return report
 
 
@@ -231,8 +329,13 @@ def read_mongo_runs(db, query: Mapping | None = None, progress: bool = False, la
         if not metrics:
             report.skipped.append((location, f"no metrics logged (status {doc.get('status', '?')})"))
             continue
-        report.runs.append(RawRun(run_id=location, source="mongo", sacred_id=str(doc["_id"]), config=config,
-                                  run=doc, info=doc.get("info") or {}, metrics=metrics, location=location))
+        raw = RawRun(run_id=location, source="mongo", sacred_id=str(doc["_id"]), config=config,
+                     run=doc, info=doc.get("info") or {}, metrics=metrics, location=location)
+        exclude_bad_values(raw, report)
+        if raw.metrics:
+            report.runs.append(raw)
+        else:
+            report.skipped.append((location, "no metric holds a finite number"))
     return report
 
 
@@ -337,7 +440,8 @@ def _still_running(raw: RawRun) -> str:
     beat = run_time(raw)["end"]
     age = (pd.Timestamp.now(tz="UTC").tz_convert(None) - beat).total_seconds() if beat is not pd.NaT else math.nan
     reached = f"t_env {max(_as_floats(steps)):.0f}, " if steps else ""
-    return f"still RUNNING ({reached}last heartbeat {duration_text(age)} ago): its numbers are not final yet"
+    beat_text = f"last heartbeat {duration_text(age)} ago" if math.isfinite(age) else "no heartbeat recorded"
+    return f"still RUNNING ({reached}{beat_text}): its numbers are not final yet"
 
 
 def duration_text(seconds: float) -> str:
@@ -442,6 +546,7 @@ def to_frame(report: LoadReport, latest_only: bool = True, skip_running: bool = 
         if col not in frame.columns and col not in ("algo", "seed"):
             frame[col] = config[col].astype("category").take(idx).reset_index(drop=True)
     frame.attrs["skipped"] = skipped
+    frame.attrs["flagged"] = list(report.flagged)
     # Every Sacred run read, attempts of resumed runs and RUNNING ones included: what the runs cost.
     frame.attrs["run_times"] = [{**run_time(raw), "run_key": f["run_key"], "preset": f["preset"]}
                                 for raw, f in zip(report.runs, fields)]

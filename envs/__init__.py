@@ -58,6 +58,8 @@ def _entry(name: Any) -> EnvEntry:
 
 def env_config(cfg: Mapping[str, Any]) -> Any:
     """Validate an env config dict ({"name": ..., **args}) into the env's typed Config."""
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(f"env={cfg!r} is not valid; use env=NAME (`asae list`) or env.KEY=VALUE")
     cfg = dict(cfg)
     entry = _entry(cfg.pop("name", None))
     return build(entry.load().Config, cfg, where="env")
@@ -65,7 +67,8 @@ def env_config(cfg: Mapping[str, Any]) -> Any:
 
 def env_defaults(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The full env config dict: the user's keys over the env's defaults (validated)."""
-    return {"name": cfg.get("name"), **to_dict(env_config(cfg))}
+    config = env_config(cfg)
+    return {"name": cfg.get("name"), **to_dict(config)}
 
 
 def describe(cfg: Mapping[str, Any], n_envs: int) -> dict[str, Any]:

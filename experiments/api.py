@@ -23,6 +23,7 @@ class RunResult:
     run_dir: Path | None
     status: str
     run_key: str
+    t_env: int | None = None  # how far it got (completed or interrupted)
 
 
 @dataclass(frozen=True)
@@ -119,13 +120,14 @@ def train(updates: Mapping[str, Any] | None = None, named_configs: Sequence[str]
     try:
         run = ex.run(config_updates=updates, named_configs=list(named_configs))
         status = run.status
-    except experiment.Interrupted:
-        run, status = ex.current_run, "INTERRUPTED"
+        t_env = (run.result or {}).get("t_env") if isinstance(run.result, dict) else None
+    except experiment.Interrupted as exc:
+        run, status, t_env = ex.current_run, "INTERRUPTED", getattr(exc, "t_env", None)
     finally:
         ex.observers[:] = saved
         experiment.RUNTIME.update(stop_event=None, progress="off")
     run_dir = Path(observers[0].dir) if getattr(observers[0], "dir", None) else None
-    return RunResult(run_dir=run_dir, status=status, run_key=config["run_key"])
+    return RunResult(run_dir=run_dir, status=status, run_key=config["run_key"], t_env=t_env)
 
 
 def train_pack(updates: Mapping[str, Any] | None, named_configs: Sequence[str] = (),

@@ -50,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"asae {name}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # a file system or device that says no (full, read-only, /proc, permissions)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"asae {name}: {where}{exc.strerror or exc}; files written before it are whole (each is written "
+              "through a temporary file and renamed)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

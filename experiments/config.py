@@ -61,6 +61,7 @@ class RunConfig:
 
     def check(self) -> None:
         algos.learner_class(self.algo)
+        require(0 <= self.seed < 2**32, f"seed={self.seed} is not valid; use a seed in [0, 2**32 - 1]")
         require(self.t_max > 0, f"t_max={self.t_max} is not valid; it must be a positive number of env steps")
         require(self.n_envs >= 1, f"n_envs={self.n_envs} must be at least 1")
         require(self.batch_size >= 1, f"batch_size={self.batch_size} must be at least 1")
@@ -108,8 +109,18 @@ class RunConfig:
 def validate(config: Mapping[str, Any]) -> RunConfig:
     cfg = build(RunConfig, {k: v for k, v in config.items() if k in RunConfig.__dataclass_fields__}, where="")
     envs.env_config(cfg.env)
-    algos.learner_config(cfg.algo, cfg.learner)
+    _check_can_train(cfg.algo, algos.learner_config(cfg.algo, cfg.learner), cfg.batch_size, "learner")
     return cfg
+
+
+def _check_can_train(algo: str, learner: Any, batch_size: int, where: str) -> None:
+    """Refuse a config under which the learner could never take a gradient step."""
+    buffer_size = getattr(learner, "buffer_size", None)
+    if not algos.learner_class(algo).on_policy and isinstance(buffer_size, int):
+        require(batch_size <= buffer_size,
+                f"batch_size={batch_size} is larger than {where}.buffer_size={buffer_size}: {algo} samples "
+                f"batch_size episodes from a replay that never holds more than buffer_size, so it would never "
+                f"train; use batch_size <= {where}.buffer_size")
 
 
 def run_key(config: Mapping[str, Any]) -> str:

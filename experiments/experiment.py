@@ -107,8 +107,17 @@ def _file_storage_dir(run) -> Path | None:
     return None
 
 
+class NotStarted(ConfigError):
+    """A config error found once the run's directory existed, before training began (the env's teams, the
+    device, the memory the run needs, the checkpoint to resume from): nothing was trained."""
+
+
 class Interrupted(SacredInterrupt):
     STATUS = "INTERRUPTED"
+
+    def __init__(self, message: str, t_env: int | None = None):
+        super().__init__(message)
+        self.t_env = t_env
 
 
 class _QuietAddedEntries(logging.Filter):
@@ -120,6 +129,16 @@ class _QuietAddedEntries(logging.Filter):
 
 for _name in ("asae", None):  # Sacred logs it on the run's logger or the root logger
     logging.getLogger(_name).addFilter(_QuietAddedEntries())
+
+
+def _keep_output(run) -> None:
+    """Take what the run printed into its captured output while the capture is still open: Sacred reads it
+    only on heartbeats and, for a completed run, at the end, so cout.txt of an interrupted or failed run
+    would miss everything since the last heartbeat."""
+    try:
+        run._get_captured_output()
+    except Exception:  # noqa: BLE001 - never hide the error that ends the run
+        pass
 
 
 @ex.main
@@ -139,13 +158,24 @@ def main(_run, _config, teams, team_learners):
     logger = MetricLogger(lambda name, value, step: _run.log_scalar(name, value, step))
     if RUNTIME["pack"] is not None:  # one seed of a pack: the pack trains it (experiments/packs.py)
         return RUNTIME["pack"].member_main(_run, cfg, checkpoint_dir, logger)
-    trainer = Trainer(cfg, logger, checkpoint_dir, stop_event=RUNTIME["stop_event"], progress=RUNTIME["progress"])
+    try:
+        trainer = Trainer(cfg, logger, checkpoint_dir, stop_event=RUNTIME["stop_event"], progress=RUNTIME["progress"])
+        if cfg.resume_from:
+            trainer.resume(cfg.resume_from)
+    except ConfigError as exc:
+        raise NotStarted(str(exc)) from None
+    except BaseException:
+        _keep_output(_run)
+        raise
     if cfg.resume_from:
-        trainer.resume(cfg.resume_from)
         _run.info["resumed_from"] = cfg.resume_from
         _run.info["resumed_at_t_env"] = trainer.t_env
     try:
         final = trainer.train()
     except Stopped as exc:
-        raise Interrupted(str(exc)) from None
+        _keep_output(_run)
+        raise Interrupted(str(exc), exc.t_env) from None
+    except BaseException:
+        _keep_output(_run)
+        raise
     return {"t_env": trainer.t_env, "episodes": trainer.episodes, **final}

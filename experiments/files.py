@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -33,6 +34,10 @@ def replace_whole(path: Path, write: Callable[[Path], None]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None or str(exc.filename) == str(tmp):  # name the file meant, not the temporary one
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -45,3 +50,19 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+
+
+def unwritable_dir(path: str | os.PathLike) -> str | None:
+    """Why files cannot be written in directory ``path`` (created later if missing), or None when they can:
+    the nearest part of it that exists must be a directory in which a file can be created (tried with a
+    temporary file, deleted again: file modes, read-only mounts and /proc or /sys all say no this way)."""
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists() or p.is_symlink()), Path("."))
+    if not existing.is_dir():
+        return "it is a file, not a directory" if existing == path else f"{existing} is not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"cannot create files in {existing} ({exc.strerror or exc})"
+    return None

@@ -63,6 +63,11 @@ def parse_mongo_url(url: str) -> tuple[str, str]:
     if url.startswith(("mongodb://", "mongodb+srv://")):
         db = urlparse(url).path.lstrip("/") or DEFAULT_DB
         return url, db
+    if "://" in url:
+        from validation import ConfigError
+
+        raise ConfigError(f"MongoDB URL {redact(url)!r} is not valid (not a mongodb:// URL); use mongodb://host:port/db "
+                          "or host:port:db")
     parts = url.split(":")
     if len(parts) == 1:
         return "mongodb://localhost:27017", parts[0] or DEFAULT_DB
@@ -98,10 +103,17 @@ def connect(url: str, timeout_s: float = SELECTION_TIMEOUT_S, socket_timeout_s: 
     import pymongo
     import pymongo.errors
 
+    from validation import ConfigError
+
     address, name = parse_mongo_url(url)
-    client = pymongo.MongoClient(address, serverSelectionTimeoutMS=int(timeout_s * 1000),
-                                 connectTimeoutMS=int(min(timeout_s, CONNECT_TIMEOUT_S) * 1000),
-                                 socketTimeoutMS=None if socket_timeout_s is None else int(socket_timeout_s * 1000))
+    try:
+        client = pymongo.MongoClient(address, serverSelectionTimeoutMS=int(timeout_s * 1000),
+                                     connectTimeoutMS=int(min(timeout_s, CONNECT_TIMEOUT_S) * 1000),
+                                     socketTimeoutMS=None if socket_timeout_s is None else int(socket_timeout_s * 1000))
+        client[name]  # pymongo checks the database name here (no '/', '.', ' ', '$'; not empty)
+    except (pymongo.errors.ConfigurationError, pymongo.errors.InvalidName, ValueError, TypeError) as exc:
+        raise ConfigError(f"MongoDB URL {redact(url)!r} is not valid ({(str(exc).splitlines() or [''])[0][:160]}); "
+                          "use mongodb://host:port/db or host:port:db") from None
     try:
         client.admin.command("ping")
     except pymongo.errors.PyMongoError as exc:

@@ -108,7 +108,12 @@ class Pack:
                         slot.run.info["resumed_at_t_env"] = member.t_env
             trainer.train()
         except Stopped as exc:
-            self._decide_rest(lambda: Interrupted(str(exc)))
+            self._decide_rest(lambda: Interrupted(str(exc), exc.t_env))
+        except ConfigError as exc:  # found once the runs existed (memory, teams, device): nothing trained
+            from experiments.experiment import NotStarted
+
+            self._decide_rest(lambda: NotStarted(str(exc)))
+            raise
         except BaseException as exc:  # noqa: BLE001 - every unfinished run ends with it (FAILED), then re-raised
             self._decide_rest(lambda: exc)
             raise
@@ -147,6 +152,9 @@ def run_pack(create_runs: list[Callable[[], Any]], stop_event: threading.Event |
     try:
         threads = pack.start(create_runs)
         pack.train()
+    except BaseException as exc:
+        exc.pack_runs = [slot.run for slot in pack.slots if slot.run is not None]  # for the caller to clean up
+        raise
     finally:
         pack._decide_rest(lambda: RuntimeError("the pack did not start"))
         for thread in threads:

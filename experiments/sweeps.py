@@ -31,7 +31,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from validation import ConfigError
 
@@ -114,8 +114,15 @@ def parse_assignment(text: str, option: str) -> tuple[str, Any]:
     return key.strip(), parse_value(value.strip())
 
 
+MAX_SEEDS = 1000  # seeds in one sweep (the paper uses 5); more is a typo, and expanding it would take hours
+
+
 def parse_seeds(text: str) -> list[int]:
     """"5" -> 0..4; "3-6" -> 3..6; "0,4,7" -> those seeds."""
+    m = re.fullmatch(r"(\d+)(?:-(\d+))?", text)
+    if m and (int(m[2]) - int(m[1]) + 1 if m[2] else int(m[1])) > MAX_SEEDS:
+        raise ConfigError(f"--seeds {text}: at most {MAX_SEEDS} seeds in one sweep (validating each run takes about "
+                          "10 ms, and each run is hours of training)")
     try:
         if re.fullmatch(r"\d+", text):
             count = int(text)
@@ -174,9 +181,12 @@ def _expect(value: Any, kind: type | tuple[type, ...], where: str, what: str) ->
 def load_preset(path: str | Path) -> Preset:
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a TOML preset (not UTF-8 text: byte 0x{exc.object[exc.start]:02x} at "
+                          f"offset {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     where = lambda key: f"{path}: {key}"  # noqa: E731
@@ -362,12 +372,16 @@ def missing_components(preset: Preset, specs: Sequence[RunSpec]) -> list[str]:
     return sorted(missing)
 
 
-def resolve(preset: Preset, specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
-    """The full resolved config of every run (with its run_key), all validated before anything starts."""
+def resolve(preset: Preset, specs: Sequence[RunSpec],
+            progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """The full resolved config of every run (with its run_key), all validated before anything starts;
+    ``progress(done, total)`` is called after each run."""
     from experiments.api import resolve_config
 
     resolved = []  # Sacred's "Added new config entry" notices are filtered where the experiment is defined
     for i, spec in enumerate(specs):
+        if progress is not None:
+            progress(i, len(specs))
         try:
             resolved.append(resolve_config(spec.config_updates, spec.named_configs))
         except ConfigError as exc:

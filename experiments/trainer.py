@@ -9,6 +9,7 @@ kept beside it (checkpoint.prev.pt), for when the newest turns out unreadable.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
@@ -26,6 +27,7 @@ from algos.batch import EpisodeBatch
 from envs import make_env
 from envs.base import TeamSpec
 from validation import ConfigError, require
+from experiments import memory
 from experiments.config import RunConfig
 from experiments.files import atomic_write
 from experiments.runner import EpisodeRunner, EpisodeStats, summarize
@@ -33,6 +35,16 @@ from experiments.runner import EpisodeRunner, EpisodeStats, summarize
 CHECKPOINT_NAME = "checkpoint.pt"
 PREVIOUS_CHECKPOINT_NAME = "checkpoint.prev.pt"
 CHECKPOINT_VERSION = 1
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss, statistic or parameter: the run stops FAILED; the checkpoints
+    written before it (all finite) are kept."""
+
+
+class CheckpointWriteError(Exception):
+    """A checkpoint could not be written (a full disk, a file system gone read-only): the message says
+    which and what is kept."""
 
 
 class CheckpointError(ConfigError):
@@ -53,29 +65,62 @@ def checkpoint_path(resume_from: str | Path) -> Path:
     return newest
 
 
-def check_resume_from(resume_from: str | Path) -> None:
+def check_resume_from(resume_from: str | Path, config: dict[str, Any] | None = None) -> None:
     """Before a run starts: CheckpointError (or ConfigError) if ``resume_from`` cannot be resumed from; the
-    message points to the checkpoint before it when there is one."""
+    message points to the checkpoint before it when there is one. With the run's ``config``, a checkpoint
+    of another config is refused too, naming the keys that differ."""
     path = checkpoint_path(resume_from)
     try:
-        read_checkpoint(path, mmap=True)
+        state = read_checkpoint(path, mmap=True)
     except CheckpointError as exc:
         previous = path.with_name(PREVIOUS_CHECKPOINT_NAME)
         if path.name == CHECKPOINT_NAME and previous.is_file():
             raise CheckpointError(f"{exc}; the checkpoint before it may be readable: resume_from={previous}") from None
         raise
+    if config is not None and config.get("run_key") and state.get("run_key") != config["run_key"]:
+        raise ConfigError(_mismatch(path, state.get("run_key"), config))
+
+
+def _mismatch(path: Path, theirs: str | None, config: dict[str, Any]) -> str:
+    """The resume-mismatch line, naming the keys that differ when the checkpoint's run left its config.json."""
+    from experiments.config import NON_IDENTITY_KEYS
+    from experiments.files import read_json
+
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix[:-1]: tree}
+        out = {}
+        for key, value in tree.items():
+            if not prefix and (key in NON_IDENTITY_KEYS or key.startswith("_")):
+                continue
+            out.update(flat(value, f"{prefix}{key}."))
+        return out
+
+    line = (f"resume_from points at a checkpoint of run {theirs}, but this config is run {config['run_key']}; "
+            "resume with the same config (only device, logging and checkpoint settings may change)")
+    other = read_json(path.parent / "config.json")
+    if isinstance(other, dict):
+        mine, there = flat(config), flat(other)
+        keys = sorted(k for k in set(mine) | set(there) if mine.get(k, "<unset>") != there.get(k, "<unset>"))
+        if keys:
+            line += "; it differs in " + ", ".join(f"{k} ({there.get(k, '<unset>')!r} there, {mine.get(k, '<unset>')!r} "
+                                                   "here)" for k in keys[:5]) + (" ..." if len(keys) > 5 else "")
+    return line
 
 
 def read_checkpoint(path: Path, map_location: Any = "cpu", mmap: bool = False) -> dict[str, Any]:
     """The training state in a checkpoint file. A file that is no such state (empty, cut short, not a
     checkpoint, another format) raises CheckpointError naming it and what is wrong. ``mmap`` leaves the
     tensors on disk: a cheap check that the file can be resumed from."""
-    size = path.stat().st_size
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            cut = f.read(4) == b"PK\x03\x04"
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc})") from None
     if size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; its directory is at the very end
-        with open(path, "rb") as f:
-            cut = f.read(4) == b"PK\x03\x04"
         raise CheckpointError(f"checkpoint {path} is cut short (an incomplete archive of {size} bytes)" if cut
                               else f"checkpoint {path} is not a PyTorch checkpoint")
     try:
@@ -136,18 +181,6 @@ def build_learner(cfg: RunConfig, spec: TeamSpec, algo: str, episode_limit: int,
     common = Common(gamma=cfg.gamma, lr=cfg.lr, critic_lr=cfg.critic_lr, batch_size=cfg.batch_size,
                     episode_limit=episode_limit, device=device, seeds=seeds)
     return algos.learner_class(algo)(spec, cfg.learner_config(spec.name, algo), common)
-
-
-class Diverged(Exception):
-    """A loss or statistic became non-finite: the run cannot go on (its last checkpoint is kept)."""
-
-
-def first_non_finite(metrics: dict[str, float]) -> str | None:
-    """The name of the first non-finite value among one seed's learner metrics, or None."""
-    for key, value in metrics.items():
-        if not math.isfinite(value):
-            return key
-    return None
 
 
 @dataclass
@@ -213,10 +246,16 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         torch.set_num_threads(cfg.torch_threads)
         torch.manual_seed(cfg.seed)
+        memory.check_envs(cfg, self.n_seeds)
         self.env = make_env(cfg.env, cfg.n_envs * self.n_seeds)
         info = self.env.info
         team_names = [t.name for t in info.teams]
-        self.team_algos = cfg.team_algos(team_names)
+        try:
+            self.team_algos = cfg.team_algos(team_names)
+            memory.check(cfg, info, self.team_algos, self.n_seeds)
+        except ConfigError:
+            self.env.close()
+            raise
         self.multi_team = len(team_names) > 1
         self.learners = {}
         controllers = {}
@@ -371,6 +410,30 @@ class Trainer:
         m.last_log_t = m.t_env
         return out
 
+    def non_finite(self, team: str, metrics: dict[str, float], s: int = 0) -> str | None:
+        """What is not finite after an update of ``team`` for member ``s`` (a metric, else a parameter of its
+        seed), or None."""
+        bad = next((k for k, v in metrics.items() if not math.isfinite(float(v))), None)
+        if bad is not None:
+            return f"{self._name(team, bad)} is {float(metrics[bad])}"
+        learner = self.learners[team]
+        for attr in type(learner).state_attrs:
+            module = getattr(learner, attr, None)
+            if isinstance(module, torch.nn.Module):
+                for name, param in module.named_parameters():
+                    values = param if self.n_seeds == 1 else param[s]
+                    if not bool(torch.isfinite(values).all()):
+                        return f"parameter {attr}.{name}" + (f" of team {team}" if self.multi_team else "") + " is not finite"
+        return None
+
+    def _diverged(self, m: Member, where: str) -> str:
+        """The one line of a member whose training diverged: which value, when, the checkpoint it keeps."""
+        path = None if m.checkpoint_dir is None else m.checkpoint_dir / CHECKPOINT_NAME
+        kept = (f"its last checkpoint ({path}, t_env={m.last_ckpt_t}) is kept" if path is not None and path.is_file()
+                else "it wrote no checkpoint")
+        return (f"training diverged: {where} after the update at t_env={m.t_env} (iteration {m.iteration}); {kept}; "
+                "lower lr / critic_lr or check the config")
+
     # --- checkpoints ------------------------------------------------------------------------------
     def _learner_states(self) -> list[dict[str, Any]]:
         """Each member's learner states, in the format of a run of that seed alone."""
@@ -438,11 +501,16 @@ class Trainer:
     def save_member_checkpoint(self, m: Member, learners: dict[str, Any]) -> Path | None:
         if m.checkpoint_dir is None:
             return None
-        m.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        m.last_ckpt_t = m.t_env
         path = m.checkpoint_dir / CHECKPOINT_NAME
+        before = m.last_ckpt_t
+        m.last_ckpt_t = m.t_env
         state = self.member_state(m, learners)
-        atomic_write(path, lambda f: torch.save(state, f), keep_previous=m.checkpoint_dir / PREVIOUS_CHECKPOINT_NAME)
+        try:
+            m.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda f: torch.save(state, f), keep_previous=m.checkpoint_dir / PREVIOUS_CHECKPOINT_NAME)
+        except (OSError, RuntimeError) as exc:  # torch's zip writer reports a failed write as a RuntimeError
+            m.last_ckpt_t = before
+            raise CheckpointWriteError(_write_failure(path, exc, before, m.t_env)) from None
         return path
 
     def save_checkpoints(self, members: list[Member]) -> None:
@@ -509,6 +577,10 @@ class Trainer:
             if first:
                 self.evaluate(first)
             while any(m.active for m in self.members):
+                if self.stop_event.is_set():  # asked before this iteration: while the envs were built or tested
+                    going = [m for m in self.members if m.active]
+                    self.save_checkpoints([m for m in going if m.t_env != m.last_ckpt_t])
+                    raise Stopped(min(m.t_env for m in going))
                 start = time.perf_counter()
                 active = [m for m in self.members if m.active]
                 batches, stats, steps = self._collect(False, self.rounds * cfg.n_envs, [m.train_rng for m in self.members])
@@ -524,10 +596,9 @@ class Trainer:
                         if not m.active:
                             continue
                         mine = {k: (v[s] if isinstance(v, list) else v) for k, v in metrics.items()}
-                        bad = first_non_finite(mine)
-                        if bad is not None:
-                            self._fail(m, f"{self._name(team, bad)} became {mine[bad]} at t_env={m.t_env} "
-                                          f"(iteration {m.iteration}); the checkpoint at t_env={m.last_ckpt_t or 0} is kept")
+                        where = self.non_finite(team, mine, s)
+                        if where is not None:
+                            self._fail(m, self._diverged(m, where))
                             continue
                         for key, value in mine.items():
                             m.window.learner.setdefault(team, {}).setdefault(key, []).append(value)
@@ -583,6 +654,24 @@ def zero_seed(learner: Learner, s: int) -> None:
             elif isinstance(value, torch.optim.Optimizer):
                 for st in value.state.values():
                     walk(st)
+
+
+def _write_failure(path: Path, exc: BaseException, kept_t: int | None, t_env: int) -> str:
+    """One line: which checkpoint could not be written, why, and what is intact."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+    else:
+        text = (str(exc).splitlines() or [""])[0]
+        reason = "the write was cut short" if "unexpected pos" in text else text[:120]
+    try:
+        free = os.statvfs(path.parent).f_bavail * os.statvfs(path.parent).f_frsize
+        if free < max(path.stat().st_size if path.is_file() else 0, 2**20):
+            reason = f"{reason}: the disk is full, {free} bytes free"
+    except OSError:
+        pass
+    kept = (f"the checkpoint at t_env={kept_t} ({path}) is intact" if kept_t is not None and path.is_file()
+            else "no earlier checkpoint of this run exists")
+    return f"writing the checkpoint at t_env={t_env} to {path} failed ({reason}); {kept}"
 
 
 class Stopped(Exception):

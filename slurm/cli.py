@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -27,6 +28,7 @@ from slurm.jobs import PackJob, RunJob
 from slurm.state import STATUSES, RunStatus, SweepState, run_statuses
 
 DEFAULT_RESULTS = "results"
+MAX_RUNS = 20_000  # runs in one sweep (the largest preset has 200)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,7 +103,15 @@ class Sweep:
         overrides = dict(sweeps.parse_assignment(c, "--config") for c in args.overrides)
         seeds = None if args.seeds is None else sweeps.parse_seeds(args.seeds)
         specs = sweeps.select(sweeps.expand(self.preset, seeds, params, overrides), sweeps.parse_only(args.only))
-        configs = sweeps.resolve(self.preset, specs)
+        if len(specs) > MAX_RUNS:
+            raise ConfigError(f"{self.preset.name}: {len(specs)} runs; one sweep holds at most {MAX_RUNS} (validating "
+                              f"them alone would take about {len(specs) * 0.011 / 60:.0f} min); use fewer --seeds, "
+                              "--only or --set")
+        configs = sweeps.resolve(self.preset, specs, _ValidationProgress() if len(specs) > 500 else None)
+        no_tests = [c for c in configs if c.get("test_episodes") == 0]
+        if no_tests:
+            raise ConfigError(f"{self.preset.name}: test_episodes=0 in {len(no_tests)} run(s): a sweep's runs feed "
+                              "the report, which reads their test metrics; use test_episodes >= 1")
         # One run per run_key, in preset order (a grid may name the same config twice).
         unique: dict[str, tuple[sweeps.RunSpec, dict[str, Any]]] = {}
         for spec, config in zip(specs, configs):
@@ -109,6 +119,10 @@ class Sweep:
         self.runs = unique
         self.columns = sweeps.varying_keys([spec for spec, _ in unique.values()])
         root = Path(args.results or self.preset.results or DEFAULT_RESULTS).resolve()
+        existing = next((p for p in (root, *root.parents) if p.exists()), root)
+        if not existing.is_dir():
+            raise ConfigError(f"--results {str(args.results or root)!r}: {'it' if existing == root else existing} is not "
+                              "a directory; name the directory the runs and sweep logs go to")
         self.results_dir = root / "runs"
         self.folder = root / "sweeps" / self.preset.name
         self.state = SweepState(self.folder)
@@ -166,6 +180,18 @@ class Sweep:
                 for row, value in zip(rows, values):
                     row.append(value)
         return format_table(headers, rows)
+
+
+class _ValidationProgress:
+    """A line every few seconds while a large sweep's runs are validated."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if time.monotonic() - self.last >= 2:
+            self.last = time.monotonic()
+            print(f"validating the runs: {done}/{total}", file=sys.stderr, flush=True)
 
 
 def _short(path: Path | None) -> str:
@@ -247,6 +273,12 @@ def sweep_main(argv: Sequence[str]) -> int:
         executors.require_sbatch()
     if args.commit:
         check_committable(sweep.results_dir)
+    if not args.dry_run:
+        from experiments.files import unwritable_dir
+
+        why = unwritable_dir(sweep.folder)
+        if why is not None:
+            raise ConfigError(f"the sweep's logs cannot be written in {_short(sweep.folder)}: {why}; pass --results DIR")
     statuses = sweep.statuses()
     todo = [st for st in statuses if not st.settled]
     n_done = sum(st.status == "completed" for st in statuses)
@@ -307,13 +339,25 @@ def sweep_main(argv: Sequence[str]) -> int:
             return wait_slurm(sweep, [key for first in ids for key in members[first]])
         print(f"follow with: {status_cmd}")
         return 0
-    if options.executor == "local":
-        errors = executors.run_local(jobs, options, sweep.folder / "logs", record, taken)
-    else:
-        errors = executors.run_debug(jobs, record)
-    failed = [k for k, e in errors.items() if e is not None]
+    try:
+        if options.executor == "local":
+            outcomes = executors.run_local(jobs, options, sweep.folder / "logs", record, taken)
+        else:
+            outcomes = executors.run_debug(jobs, record)
+    except executors.SweepStopped as stopped:
+        _quiet_print(f"{summary(sweep.statuses())}; rerun the same command to resume the interrupted runs")
+        return stopped.exit_status
+    failed = [k for k, o in outcomes.items() if o.status == "failed"]
     print(summary(sweep.statuses()))
     return 1 if failed else 0
+
+
+def _quiet_print(line: str) -> None:
+    """Print, unless the terminal is gone (a hang-up: writes fail)."""
+    try:
+        print(line, flush=True)
+    except (OSError, ValueError):
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python's flush at exit must not fail either
 
 
 def wait_slurm(sweep: Sweep, run_keys: list[str], poll_s: float = 2.0) -> int:

@@ -7,12 +7,15 @@ a job can be restarted ends in one correct run: submitit's requeue after ``check
 preemption or before the time limit), a bare ``scontrol requeue`` (which reruns the original pickle),
 a node failure, or the user resubmitting the sweep.
 
-Training runs in a worker thread so that the main thread stays free for submitit's signal handler:
-``checkpoint()`` sets the stop event, the trainer saves a checkpoint at the end of its iteration and the
-Sacred run ends INTERRUPTED, the thread is joined, and the returned DelayedSubmission is requeued.
+Training runs in a worker thread so that the main thread stays free for signal handlers:
+``checkpoint()`` (submitit's USR2) sets the stop event, the trainer saves a checkpoint at the end of its
+iteration and the Sacred run ends INTERRUPTED, the thread is joined, and the returned DelayedSubmission is
+requeued. INT, TERM and HUP (Ctrl-C, ``scancel``, a closed terminal, a local sweep being stopped) do the
+same without the requeue: the job returns ``status: INTERRUPTED`` and rerunning the sweep resumes the run.
 """
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -43,6 +46,9 @@ def latest_checkpoint(records) -> Path | None:
     return candidates[0] if candidates else None
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def readable_checkpoint(run_key: str, records) -> Path | None:
     """The best checkpoint that can be read; each one skipped, and starting afresh, get a line."""
     from experiments.trainer import CheckpointError, read_checkpoint
@@ -70,14 +76,46 @@ class RunJob(submitit.helpers.Checkpointable):
         self.commit_message = commit_message  # commit the run's result files to git when it completes
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
+        self._stopped_by: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_stop", "_thread")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_stop", "_thread", "_stopped_by")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _stop=None, _thread=None)
+        self.__dict__.update(state, _stop=None, _thread=None, _stopped_by=None)
+
+    def _stop_on_signals(self):
+        """INT, TERM and HUP set the stop event (once; repeats are ignored: the run is already stopping).
+        A local sweep starts its jobs with these signals blocked, so one sent while the job was still
+        starting waits and arrives here. Returns the function that puts the previous handlers back."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def stop(signum, frame):
+            if self._stopped_by is None:
+                self._stopped_by = signal.Signals(signum).name
+                print(f"[asae] run {self.run_key}: {self._stopped_by} received: stopping after this iteration "
+                      "with a checkpoint", flush=True)
+            if self._stop is not None:
+                self._stop.set()
+
+        previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return restore
 
     def __call__(self) -> dict[str, Any]:
+        self._stop = threading.Event()
+        restore = self._stop_on_signals()
+        try:
+            return self._run()
+        finally:
+            restore()
+
+    def _run(self) -> dict[str, Any]:
         from experiments.api import find_runs, resolve_config, train
         from experiments.observers import mongo_from_environment
 
@@ -94,13 +132,13 @@ class RunJob(submitit.helpers.Checkpointable):
         if done:
             print(f"[asae] run {run_key} already completed in {done[-1].run_dir}", flush=True)
             return {"run_key": run_key, "status": "COMPLETED", "run_dir": str(done[-1].run_dir), "ran": False}
+        if self._stopped_by is not None:  # stopped before its run started: nothing to save
+            return {"run_key": run_key, "status": "NOT_STARTED", "run_dir": None, "ran": False}
         resume = readable_checkpoint(run_key, records)
         if resume is not None:
             print(f"[asae] run {run_key}: resuming from {resume}", flush=True)
-
-        self._stop = threading.Event()
-        outcome: dict[str, Any] = {}
         mongo_url, mongo_required = mongo_from_environment()
+        outcome: dict[str, Any] = {}
 
         def target() -> None:
             try:
@@ -115,6 +153,11 @@ class RunJob(submitit.helpers.Checkpointable):
         if "error" in outcome:
             raise outcome["error"]
         result = outcome["result"]
+        if result.status == "INTERRUPTED" and self._stopped_by is not None:
+            print(f"[asae] run {run_key}: interrupted ({self._stopped_by}) at t_env={result.t_env} with a checkpoint "
+                  f"in {result.run_dir}", flush=True)
+            return {"run_key": run_key, "status": "INTERRUPTED", "run_dir": str(result.run_dir), "ran": True,
+                    "t_env": result.t_env, "signal": self._stopped_by}
         if result.status != "COMPLETED":
             raise RuntimeError(f"run {run_key} ended {result.status} in {result.run_dir}")
         if self.commit_message is not None:
@@ -133,9 +176,13 @@ class RunJob(submitit.helpers.Checkpointable):
         try:
             while self._thread.is_alive():
                 self._thread.join(timeout=0.5)  # short waits: signal handlers run between them
-        except KeyboardInterrupt:
-            self._stop.set()  # Ctrl-C on a local sweep: save a checkpoint, then stop
-            self._thread.join()
+        except KeyboardInterrupt:  # only where no handler could be installed (not the main thread)
+            self._stop.set()
+            while self._thread.is_alive():
+                try:
+                    self._thread.join(timeout=0.5)
+                except KeyboardInterrupt:
+                    pass  # already stopping: the checkpoint is being written
             raise
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
@@ -167,7 +214,7 @@ class PackJob(RunJob):
     def run_keys(self) -> list[str]:
         return [key for _, key in self.members]
 
-    def __call__(self) -> dict[str, Any]:
+    def _run(self) -> dict[str, Any]:
         from experiments.api import find_runs, resolve_config, train_pack
         from experiments.observers import mongo_from_environment
         from experiments.trainer import read_checkpoint
@@ -197,9 +244,10 @@ class PackJob(RunJob):
                 print(f"[asae] run {run_key} (seed {updates['seed']}): resuming from {resume}", flush=True)
             groups.setdefault(point, []).append((updates["seed"], None if resume is None else str(resume)))
         mongo_url, mongo_required = mongo_from_environment()
-        self._stop = threading.Event()
         results = []
         for point, members in groups.items():
+            if self._stopped_by is not None:  # stopped: the groups not started yet wait for the next job
+                break
             seeds = [seed for seed, _ in members]
             resume_from = [path for _, path in members] if point is not None else None
             outcome: dict[str, Any] = {}
@@ -216,6 +264,13 @@ class PackJob(RunJob):
             if "error" in outcome:
                 raise outcome["error"]
             results += outcome["result"]
+        if self._stopped_by is not None and all(r.status in ("COMPLETED", "INTERRUPTED") for r in results):
+            stopped = [r for r in results if r.status == "INTERRUPTED"]
+            print(f"[asae] pack {', '.join(r.run_key for r in stopped)}: interrupted ({self._stopped_by}) with every "
+                  "seed's checkpoint saved", flush=True)
+            return {"run_key": self.run_key, "run_keys": self.run_keys, "status": "INTERRUPTED" if stopped else "COMPLETED",
+                    "run_dir": str(stopped[0].run_dir) if stopped else None, "ran": True, "signal": self._stopped_by,
+                    "t_env": None}
         bad = [r for r in results if r.status != "COMPLETED"]
         if self.commit_message is not None:
             from slurm.gitcommit import commit_runs

@@ -67,8 +67,8 @@ def test_sweep_runs_as_a_job_array_and_resubmission_submits_nothing(tmp_path):
 
 def test_preempted_and_requeued_jobs_resume_from_their_checkpoints(tmp_path):
     """Task 0 is preempted (USR2: checkpoint, then submitit requeues it); task 1 gets a bare
-    `scontrol requeue` (SIGTERM is ignored, KillWait kills it, the original pickle reruns and finds its
-    checkpoint on disk). Both must end in one COMPLETED run with every metric step exactly once."""
+    `scontrol requeue` (SIGTERM: the job checkpoints and ends its run INTERRUPTED within KillWait, the
+    original pickle reruns and finds that checkpoint on disk). Both must end in one COMPLETED run with every metric step exactly once."""
     # The requeued run must outlast KillWait (5 s) after the signal, or it simply completes meanwhile.
     t_preempt, t_requeue = 8_000, 12_000
     preset = tiny_preset(tmp_path, t_max=[t_preempt, t_requeue], agents="[2]")
@@ -104,8 +104,8 @@ def test_preempted_and_requeued_jobs_resume_from_their_checkpoints(tmp_path):
     assert_continuous(preempted[1], t_preempt)
 
     requeued = [r for r in runs if r["run_key"] == requeue_key]
-    # The killed run stays RUNNING in Sacred (SIGKILL leaves no time to say more); the rerun resumes it.
-    assert [r["status"] for r in requeued] == ["RUNNING", "COMPLETED"], [r["status"] for r in requeued]
+    # SIGTERM stopped the run with a checkpoint before KillWait ran out; the rerun resumes it.
+    assert [r["status"] for r in requeued] == ["INTERRUPTED", "COMPLETED"], [r["status"] for r in requeued]
     assert requeued[1]["config"]["resume_from"] == str(requeued[0]["dir"] / "checkpoint.pt")
     assert requeued[1]["info"]["resumed_at_t_env"] > 0
     assert_continuous(requeued[1], t_requeue)

@@ -25,8 +25,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
         return value
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("null", "none"))):
+            return None  # `with key=null` arrives as the string 'null' (the messages say "or null")
         errors = []
         for arg in args:
             if arg is type(None):
