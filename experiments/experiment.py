@@ -125,6 +125,7 @@ for _name in ("asae", None):  # Sacred logs it on the run's logger or the root l
 def main(_run, _config, teams, team_learners):
     # `teams` and `team_learners` are captured so Sacred accepts team names added to these empty dicts.
     from experiments.observers import mongo_copy_of
+    from experiments.provenance import collect as collect_provenance
     from experiments.trainer import MetricLogger, Stopped, Trainer
 
     cfg = run_config.validate(_config)
@@ -134,6 +135,7 @@ def main(_run, _config, teams, team_learners):
         mongo.attach(_run.info, run_dir)
     checkpoint_dir = run_dir if run_dir is not None else Path("results") / "checkpoints" / cfg.run_key
     _run.info["run_key"] = cfg.run_key
+    _run.info["provenance"] = collect_provenance()  # the code that made the run (not part of run_key)
     _run.info["checkpoint"] = str(checkpoint_dir / "checkpoint.pt")
     logger = MetricLogger(lambda name, value, step: _run.log_scalar(name, value, step))
     trainer = Trainer(cfg, logger, checkpoint_dir, stop_event=RUNTIME["stop_event"], progress=RUNTIME["progress"])
