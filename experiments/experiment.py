@@ -124,6 +124,7 @@ for _name in ("asae", None):  # Sacred logs it on the run's logger or the root l
 @ex.main
 def main(_run, _config, teams, team_learners):
     # `teams` and `team_learners` are captured so Sacred accepts team names added to these empty dicts.
+    from experiments.baselines import print_final
     from experiments.observers import mongo_copy_of
     from experiments.provenance import collect as collect_provenance
     from experiments.trainer import MetricLogger, Stopped, Trainer
@@ -147,4 +148,5 @@ def main(_run, _config, teams, team_learners):
         final = trainer.train()
     except Stopped as exc:
         raise Interrupted(str(exc)) from None
+    print_final(cfg.env, final, trainer.logger.history)  # beside the scripted baselines of its env
     return {"t_env": trainer.t_env, "episodes": trainer.episodes, **final}
