@@ -191,9 +191,9 @@ def _play(env, controller, seeds: list[int]) -> tuple[list[float], list[int], li
 
 
 def measure(env_cfg: Mapping[str, Any], n_episodes: int = DEFAULT_EPISODES, first_seed: int = 0,
-            say: Callable[[str], None] = lambda text: None) -> dict[str, Any]:
-    """Every policy of ``env_cfg``'s env on the same ``n_episodes`` episodes; the cached file's content
-    without ``command`` and ``provenance``."""
+            say: Callable[[str], None] = lambda text: None, only: Sequence[str] | None = None) -> dict[str, Any]:
+    """Every policy of ``env_cfg``'s env (or those named in ``only``) on the same ``n_episodes``
+    episodes; the cached file's content without ``command`` and ``provenance``."""
     import numpy as np
     import torch
 
@@ -210,6 +210,8 @@ def measure(env_cfg: Mapping[str, Any], n_episodes: int = DEFAULT_EPISODES, firs
                            "interval": "95%: Wilson for win rates, Student t for mean returns", "policies": {}}
     try:
         for policy in POLICIES[name]:
+            if only is not None and policy.key not in only:
+                continue
             torch.manual_seed(0)  # the random policy's draws
             controllers = policy.make(env, spec, env_cfg)
             shares = np.array_split(np.array(seeds), len(controllers))
@@ -347,8 +349,8 @@ def summary_line(env_cfg: Mapping[str, Any], final: Mapping[str, float], untrain
                f"{' and '.join(ENVS)})"
     value = final[key]
     head = f"final test win rate {value:.2f}" if smax else f"final test return {value:.1f}"
-    own = [] if untrained is None else [f"this run untrained (t_env 0) {untrained:.2f}" if smax
-                                        else f"this run untrained (t_env 0) {untrained:.1f}"]
+    own = [] if untrained is None else [f"this run at t_env 0 {untrained:.2f}" if smax
+                                        else f"this run at t_env 0 {untrained:.1f}"]
     data = find_baseline(env_cfg, root)
     if data is None:
         hint = ("; `" + command_for(env_cfg, DEFAULT_EPISODES) + "` makes one") if env_cfg.get("name") in ENVS else ""
