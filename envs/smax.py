@@ -252,6 +252,10 @@ class SMAXVecEnv(VecEnv):
         """[B, n_allies + n_enemies] bool: which units are alive now (allies first); for tests and scripts."""
         return np.asarray(self._state.state.unit_alive)
 
+    def enemy_health(self) -> torch.Tensor:
+        """[B, n_enemies] float: each enemy's health now (0 when dead); for scripted policies."""
+        return torch.from_numpy(np.array(self._state.state.unit_health[:, self._k.n_agents:], dtype=np.float32))
+
 
 def backend_name(cfg: Config) -> str:
     from envs import package_version

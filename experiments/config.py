@@ -1,8 +1,9 @@
 """The experiment's typed configuration: Sacred's config dict in, a validated RunConfig out.
 
 Validation happens in a Sacred config hook, i.e. before any observer starts: a bad value never leaves a
-run directory behind. ``run_key`` identifies a run by everything that changes its results (not by
-where it runs, how often it logs or where it resumes from), so sweeps can find a run again.
+run directory behind. ``run_key`` identifies a run by the config fields that change its results (not by
+where it runs, how often it logs or where it resumes from), so sweeps can find a run again. The code
+version is not part of it: each run records that in its info (experiments/provenance.py).
 """
 from __future__ import annotations
 

@@ -144,7 +144,9 @@ def _keep_output(run) -> None:
 @ex.main
 def main(_run, _config, teams, team_learners):
     # `teams` and `team_learners` are captured so Sacred accepts team names added to these empty dicts.
+    from experiments.baselines import print_final
     from experiments.observers import mongo_copy_of
+    from experiments.provenance import collect as collect_provenance
     from experiments.trainer import MetricLogger, Stopped, Trainer
 
     cfg = run_config.validate(_config)
@@ -154,6 +156,7 @@ def main(_run, _config, teams, team_learners):
         mongo.attach(_run.info, run_dir)
     checkpoint_dir = run_dir if run_dir is not None else Path("results") / "checkpoints" / cfg.run_key
     _run.info["run_key"] = cfg.run_key
+    _run.info["provenance"] = collect_provenance()  # the code that made the run (not part of run_key)
     _run.info["checkpoint"] = str(checkpoint_dir / "checkpoint.pt")
     logger = MetricLogger(lambda name, value, step: _run.log_scalar(name, value, step))
     if RUNTIME["pack"] is not None:  # one seed of a pack: the pack trains it (experiments/packs.py)
@@ -178,4 +181,5 @@ def main(_run, _config, teams, team_learners):
     except BaseException:
         _keep_output(_run)
         raise
+    print_final(cfg.env, final, trainer.logger.history)  # beside the scripted baselines of its env
     return {"t_env": trainer.t_env, "episodes": trainer.episodes, **final}

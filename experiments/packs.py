@@ -92,6 +92,16 @@ class Pack:
                 slot.error = Diverged(member.failure)
             else:
                 slot.result = {"t_env": member.t_env, "episodes": member.episodes, **member.last_test}
+                from experiments.baselines import summary_line
+
+                untrained = next((v for name, step, v in member.logger.history
+                                  if name == ("test_battle_won_mean" if member.cfg.env.get("name") == "smax"
+                                              else "test_return_mean") and step == 0), None)
+                try:
+                    print(f"[asae] seed {member.seed}: {summary_line(member.cfg.env, member.last_test, untrained)}",
+                          flush=True)
+                except (OSError, ValueError):  # a terminal that is gone
+                    pass
             slot.decided.set()
 
         try:

@@ -13,24 +13,18 @@ import pytest
 import torch
 
 from envs import ConfigError, env_config, make_env
+from envs.scripted import focus_fire, uniform as scripted_uniform
 from envs.smac_maps import PAPER_MAPS, SMAC_MAPS, SMAX_SHIPPED_MAPS, SMAX_UNIT_TYPES, smax_unit_type_ids
 
 B = 16
 STOP, EAST, FIRST_ATTACK = 4, 1, 5
 
 
-def scripted(avail: torch.Tensor) -> torch.Tensor:
-    """Attack the first enemy in range, else walk east towards the enemy's side, else stop."""
-    attack = avail[..., FIRST_ATTACK:]
-    fallback = torch.where(avail[..., EAST], EAST, STOP)
-    return torch.where(attack.any(-1), attack.float().argmax(-1) + FIRST_ATTACK, fallback)
+scripted = focus_fire  # attack the lowest-numbered enemy in range, else walk east, else stop
 
 
 def uniform(generator: torch.Generator):
-    def policy(avail: torch.Tensor) -> torch.Tensor:
-        flat = avail.reshape(-1, avail.shape[-1]).float()
-        return torch.multinomial(flat, 1, generator=generator).reshape(avail.shape[:-1])
-    return policy
+    return lambda avail: scripted_uniform(avail, generator)
 
 
 def rollout(env, policy, seeds, extra_steps=2):
