@@ -135,6 +135,7 @@ def test_each_seed_of_a_pack_is_a_complete_run_of_its_own(workdir):
         info = json.loads((result.run_dir / "info.json").read_text())
         assert run["status"] == "COMPLETED" and run["result"]["t_env"] >= PACK["t_max"]
         assert info["pack"] == {"seeds": [3, 5], "position": [3, 5].index(seed)}
+        assert info["provenance"]["source"] in ("git", "no git checkout")  # each seed records the code that made it
         assert (result.run_dir / "checkpoint.pt").is_file()
         assert {"test_return_mean", "critic_loss", "return_mean"} <= set(_metrics(result.run_dir))
         assert [r.status for r in find_runs("runs", alone["run_key"])] == ["COMPLETED"]
