@@ -133,3 +133,26 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(workdir, args, must_name):
     for word in must_name:
         assert word in lines[0], lines[0]
     assert not (workdir / "bench.json").exists()
+
+
+def test_bench_packs_seeds_and_compares_them_with_one_seed(workdir):
+    proc = run_bench("--task", "spread3", "--env-arg", "episode_limit=10", "--algos", "coma,qmix", "--pack", "1,3",
+                     "--no-env-only", "--out", "bench.json", *TINY, cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((workdir / "bench.json").read_text())
+    packs = {(r["algo"], r["pack"]): r for r in report["results"]}
+    assert set(packs) == {("coma", 1), ("coma", 3), ("qmix", 1), ("qmix", 3)}
+    for r in packs.values():
+        positive_summary(r["env_steps_per_cpu_sec"])
+    # a pack of 3 steps 3 seeds' envs per iteration: three times the env steps of one seed per iteration
+    assert packs[("coma", 3)]["env_steps"] / packs[("coma", 3)]["iterations"] >= \
+        2.5 * packs[("coma", 1)]["env_steps"] / packs[("coma", 1)]["iterations"]
+    [ratio] = [e for e in report["ratios"] if e.get("pack") == 3]
+    assert set(ratio["pack_over_single_per_cpu_s"]) == {"coma", "qmix"} and set(ratio["pack_over_single_rss"]) == {"coma", "qmix"}
+    assert "S=3: coma packed / unpacked env-steps per CPU-second" in proc.stdout
+
+
+def test_bench_refuses_to_pack_an_unpackable_algorithm(workdir):
+    proc = run_bench("--task", "spread3", "--algos", "mappo", "--pack", "2", *TINY, cwd=workdir)
+    assert proc.returncode == 2 and "mappo trains one seed per process" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
