@@ -31,7 +31,7 @@ class IPPO(PPOFamily):
     def build_critic(self) -> nn.Module:
         spec, cfg = self.spec, self.cfg
         return RNNAgent(agent_input_dim(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.obs_last_action),
-                        cfg.critic_hidden_dim, 1)
+                        cfg.critic_hidden_dim, 1, self.common.seeds)
 
     def values(self, batch: EpisodeBatch) -> torch.Tensor:
         return self.critic(batch_agent_inputs(batch, self.cfg.obs_last_action)).squeeze(-1)

@@ -15,15 +15,16 @@ import torch
 import torch.nn as nn
 
 from algos.batch import EpisodeBatch
+from algos.packing import Linear
 from algos.ppo_family import PPOConfig, PPOFamily
 
 
 class CentralVCritic(nn.Module):
-    def __init__(self, state_dim: int, n_agents: int, hidden_dim: int):
+    def __init__(self, state_dim: int, n_agents: int, hidden_dim: int, seeds: int = 1):
         super().__init__()
         self.n_agents = n_agents
-        self.net = nn.Sequential(nn.Linear(state_dim + n_agents, hidden_dim), nn.ReLU(),
-                                 nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, 1))
+        self.net = nn.Sequential(Linear(seeds, state_dim + n_agents, hidden_dim), nn.ReLU(),
+                                 Linear(seeds, hidden_dim, hidden_dim), nn.ReLU(), Linear(seeds, hidden_dim, 1))
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         """state [B, T, S] -> V [B, T, n]."""
@@ -43,7 +44,7 @@ class MAPPO(PPOFamily):
     Config = MAPPOConfig
 
     def build_critic(self) -> nn.Module:
-        return CentralVCritic(self.spec.state_dim, self.spec.n_agents, self.cfg.critic_hidden_dim)
+        return CentralVCritic(self.spec.state_dim, self.spec.n_agents, self.cfg.critic_hidden_dim, self.common.seeds)
 
     def values(self, batch: EpisodeBatch) -> torch.Tensor:
         return self.critic(batch.state)

@@ -64,14 +64,14 @@ def gae(batch: EpisodeBatch, values: torch.Tensor, gamma: float, lam: float) -> 
 
 
 def value_loss(values: torch.Tensor, values_old: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip: float | None) -> torch.Tensor:
+               clip: float | None, mean=masked_mean) -> torch.Tensor:
     """Squared error to the returns; with ``clip`` PPO2's pessimistic clipped form
     max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2), so one update cannot move V far from V_old."""
     loss = (values - returns) ** 2
     if clip is not None:
         clipped = values_old + (values - values_old).clamp(-clip, clip)
         loss = torch.max(loss, (clipped - returns) ** 2)
-    return masked_mean(loss, mask)
+    return mean(loss, mask)
 
 
 def per_agent_kl(logp_old: torch.Tensor, logp_new: torch.Tensor, mask: torch.Tensor,

@@ -20,10 +20,10 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
-from algos.base import Common, Learner, PolicyController, clip_grad, masked_mean
+from algos.base import Common, Learner, PolicyController
 from algos.batch import EpisodeBatch
 from algos.networks import RNNAgent, agent_input_dim, at_executed, batch_agent_inputs, entropy, masked_log_softmax
-from algos.ppo import clipped_surrogate_loss, episode_minibatches, gae, normalize_advantages, per_agent_kl, value_loss
+from algos.ppo import clipped_surrogate_loss, gae, normalize_advantages, per_agent_kl, value_loss
 from envs.base import TeamSpec
 from validation import require
 
@@ -54,16 +54,28 @@ class PPOConfig:
         require(self.grad_norm_clip > 0, f"learner.grad_norm_clip={self.grad_norm_clip} must be positive")
 
 
+def _add(total, value):
+    """Running sums of logged values: floats, or one float per seed in a pack."""
+    if total is None:
+        return value
+    return [a + b for a, b in zip(total, value)] if isinstance(value, list) else total + value
+
+
+def _mean(total, count: int):
+    return [t / count for t in total] if isinstance(total, list) else total / count
+
+
 class PPOFamily(Learner):
+    packable = True
     state_attrs = ("actor", "critic", "actor_opt", "critic_opt")
 
     def __init__(self, spec: TeamSpec, cfg: Any, common: Common):
         super().__init__(spec, cfg, common)
         in_dim = agent_input_dim(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.obs_last_action)
-        self.actor = RNNAgent(in_dim, cfg.rnn_hidden_dim, spec.n_actions).to(self.device)
+        self.actor = RNNAgent(in_dim, cfg.rnn_hidden_dim, spec.n_actions, common.seeds).to(self.device)
         self.critic = self.build_critic().to(self.device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=common.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=common.critic_lr)
+        self.actor_opt = self.axis.optimizer(self.actor.parameters(), common.lr, "adam")
+        self.critic_opt = self.axis.optimizer(self.critic.parameters(), common.critic_lr, "adam")
         self.controller = PolicyController(self.actor, spec, self.device, cfg.obs_last_action)
 
     @abc.abstractmethod
@@ -87,36 +99,37 @@ class PPOFamily(Learner):
             logp_old_taken = at_executed(logp_old, batch.actions)
             values_old = self.values(batch)
             advantages, returns = gae(batch, values_old, self.common.gamma, cfg.gae_lambda)
-        adv = normalize_advantages(advantages, mask) if cfg.normalize_advantage else advantages
-        sums: dict[str, float] = {}
+        axis = self.axis
+        adv = normalize_advantages(advantages, mask, axis) if cfg.normalize_advantage else advantages
+        sums: dict[str, Any] = {}
         steps = 0
         for _ in range(cfg.ppo_epochs):
-            for idx in episode_minibatches(batch.batch_size, cfg.minibatches):
+            for idx in axis.episode_minibatches(batch.batch_size, cfg.minibatches):
                 sub, sub_mask = batch[idx], mask[idx]
                 logp = self.policy_log_probs(sub)
                 surrogate, clip_frac = clipped_surrogate_loss(at_executed(logp, sub.actions), logp_old_taken[idx], adv[idx],
-                                                              sub_mask, cfg.clip)
-                ent = masked_mean(entropy(logp[:, :-1]), sub_mask)
+                                                              sub_mask, cfg.clip, axis.masked_mean)
+                ent = axis.masked_mean(entropy(logp[:, :-1]), sub_mask)
                 actor_loss = surrogate - cfg.entropy_coef * ent
                 critic_loss = value_loss(self.values(sub)[:, :-1], values_old[idx, :-1], returns[idx], sub_mask,
-                                         cfg.value_clip)
+                                         cfg.value_clip, axis.masked_mean)
                 self.actor_opt.zero_grad()
                 self.critic_opt.zero_grad()
-                (actor_loss + critic_loss).backward()
-                step = {"actor_grad_norm": clip_grad(self.actor.parameters(), cfg.grad_norm_clip),
-                        "critic_grad_norm": clip_grad(self.critic.parameters(), cfg.grad_norm_clip),
-                        "actor_loss": actor_loss.item(), "critic_loss": critic_loss.item(),
-                        "entropy": ent.item(), "clip_frac": clip_frac.item()}
-                self.actor_opt.step()
-                self.critic_opt.step()
+                axis.total(actor_loss + critic_loss).backward()
+                step = {"actor_grad_norm": axis.metric(axis.clip_grad_norm(self.actor.parameters(), cfg.grad_norm_clip)),
+                        "critic_grad_norm": axis.metric(axis.clip_grad_norm(self.critic.parameters(), cfg.grad_norm_clip)),
+                        "actor_loss": axis.metric(actor_loss), "critic_loss": axis.metric(critic_loss),
+                        "entropy": axis.metric(ent), "clip_frac": axis.metric(clip_frac)}
+                axis.step(self.actor_opt)
+                axis.step(self.critic_opt)
                 for key, value in step.items():
-                    sums[key] = sums.get(key, 0.0) + value
+                    sums[key] = _add(sums.get(key), value)
                 steps += 1
-        metrics = {key: value / steps for key, value in sums.items()}
+        metrics = {key: _mean(value, steps) for key, value in sums.items()}
         with torch.no_grad():
-            kl = per_agent_kl(logp_old, self.policy_log_probs(batch), mask)
-        metrics.update({"kl": float(kl.mean()), "kl_max_agent": float(kl.max()),
-                        "advantage_mean": float(masked_mean(advantages, mask)),
-                        "value_mean": float(masked_mean(values_old[:, :-1], mask))})
+            kl = per_agent_kl(logp_old, self.policy_log_probs(batch), mask, axis)
+        metrics.update({"kl": axis.metric(kl.mean(-1)), "kl_max_agent": axis.metric(kl.max(-1).values),
+                        "advantage_mean": axis.metric(axis.masked_mean(advantages, mask)),
+                        "value_mean": axis.metric(axis.masked_mean(values_old[:, :-1], mask))})
         return metrics
 

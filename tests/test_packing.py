@@ -41,7 +41,7 @@ SEEDS = (0, 1, 2)
 # Learner settings that take the random draws out of one update, so a pack and the seeds alone see the same
 # computation: ASAE with m = 1 (its m - 1 drawn joint actions come from torch's one RNG, drawn differently in
 # a pack), replays that hold exactly one batch (a sample is then the whole replay). Everything else: defaults.
-EXACT = {"asae": {"m": 1}, "iql": {"buffer_size": 4}, "vdn": {"buffer_size": 4}, "qmix": {"buffer_size": 4}}
+EXACT = {"asae": {"m": 1}, "mappo": {"minibatches": 1}, "ippo": {"minibatches": 1}, "iql": {"buffer_size": 4}, "vdn": {"buffer_size": 4}, "qmix": {"buffer_size": 4}}
 # Float32 rounding: the pack's batched kernels sum in another order than the seeds' own. Measured on this
 # CPU after one update: max |difference| <= 2e-7 for every parameter (RMSprop's first steps are about
 # lr * sign(g) * 10, so a rounding-level difference in g stays rounding-level in the parameter).
@@ -75,7 +75,7 @@ def _setup(algo, env):
 
 
 @pytest.mark.parametrize("algo,env", [(a, {"name": "mpe_spread", "episode_limit": 25}) for a in
-                                      ("asae", "coma", "iql", "vdn", "qmix")]
+                                      ("asae", "coma", "iql", "vdn", "qmix", "mappo", "ippo")]
                          + [(a, {"name": "smax", "map_name": "3m"}) for a in ("asae", "coma", "qmix")]
                          + [("coma+adam", {"name": "smax", "map_name": "3m"}), ("qmix+adam", {"name": "mpe_spread"})])
 def test_one_update_of_a_pack_is_each_seeds_own_update(algo, env):
@@ -188,8 +188,8 @@ def test_a_seed_that_diverges_fails_alone(workdir, monkeypatch):
 def test_an_unpackable_algorithm_is_refused_in_one_line(workdir):
     from validation import ConfigError
 
-    with pytest.raises(ConfigError, match="mappo trains one seed per process"):
-        train_pack({**PACK, "algo": "mappo"}, seeds=[0, 1], results_dir="runs")
+    with pytest.raises(ConfigError, match="dop trains one seed per process"):
+        train_pack({**PACK, "algo": "dop"}, seeds=[0, 1], results_dir="runs")
     assert not (workdir / "runs").exists()  # refused before any run started
 
 
