@@ -43,7 +43,8 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from algos.base import Common, Learner, PolicyController, clip_grad, masked_mean
+from algos.base import Common, Learner, PolicyController
+from algos.packing import Linear
 from algos.batch import EpisodeBatch
 from algos.critic import td_lambda_targets
 from algos.networks import RNNAgent, agent_input_dim, batch_agent_inputs, entropy, masked_log_softmax
@@ -83,14 +84,14 @@ class DOPConfig:
 class DecomposedCritic(nn.Module):
     """Per-agent Q_a(s, o^a, .) and the state-conditioned linear mixing k(s) >= 0, b(s)."""
 
-    def __init__(self, spec: TeamSpec, hidden_dim: int, embed_dim: int):
+    def __init__(self, spec: TeamSpec, hidden_dim: int, embed_dim: int, seeds: int = 1):
         super().__init__()
         n, s = spec.n_agents, spec.state_dim
         self.n_agents = n
-        self.q = nn.Sequential(nn.Linear(s + spec.obs_dim + n, hidden_dim), nn.ReLU(),
-                               nn.Linear(hidden_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, spec.n_actions))
-        self.hyper_k = nn.Sequential(nn.Linear(s, embed_dim), nn.ReLU(), nn.Linear(embed_dim, n))
-        self.hyper_b = nn.Sequential(nn.Linear(s, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1))
+        self.q = nn.Sequential(Linear(seeds, s + spec.obs_dim + n, hidden_dim), nn.ReLU(),
+                               Linear(seeds, hidden_dim, hidden_dim), nn.ReLU(), Linear(seeds, hidden_dim, spec.n_actions))
+        self.hyper_k = nn.Sequential(Linear(seeds, s, embed_dim), nn.ReLU(), Linear(seeds, embed_dim, n))
+        self.hyper_b = nn.Sequential(Linear(seeds, s, embed_dim), nn.ReLU(), Linear(seeds, embed_dim, 1))
 
     def agent_qs(self, batch: EpisodeBatch) -> torch.Tensor:
         """Q_a(s_t, o^a_t, .) for every slot: [B, T+1, n, |U|]."""
@@ -129,6 +130,7 @@ def tree_backup_targets(batch: EpisodeBatch, q_taken: torch.Tensor, expected_q: 
 
 
 class DOP(Learner):
+    packable = True
     state_attrs = ("actor", "critic", "target_critic", "actor_opt", "critic_opt", "buffer", "episodes_since_target_update")
 
     name = "dop"
@@ -139,13 +141,14 @@ class DOP(Learner):
     def __init__(self, spec: TeamSpec, cfg: DOPConfig, common: Common):
         super().__init__(spec, cfg, common)
         in_dim = agent_input_dim(spec.obs_dim, spec.n_actions, spec.n_agents, cfg.obs_last_action)
-        self.actor = RNNAgent(in_dim, cfg.rnn_hidden_dim, spec.n_actions).to(self.device)
-        self.critic = DecomposedCritic(spec, cfg.critic_hidden_dim, cfg.mixing_embed_dim).to(self.device)
+        seeds = common.seeds
+        self.actor = RNNAgent(in_dim, cfg.rnn_hidden_dim, spec.n_actions, seeds).to(self.device)
+        self.critic = DecomposedCritic(spec, cfg.critic_hidden_dim, cfg.mixing_embed_dim, seeds).to(self.device)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=common.lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=common.critic_lr)
+        self.actor_opt = self.axis.optimizer(self.actor.parameters(), common.lr, "adam")
+        self.critic_opt = self.axis.optimizer(self.critic.parameters(), common.critic_lr, "adam")
         self.controller = PolicyController(self.actor, spec, self.device, cfg.obs_last_action)
-        self.buffer = EpisodeReplayBuffer(cfg.buffer_size, common.episode_limit, self.device)
+        self.buffer = EpisodeReplayBuffer(cfg.buffer_size, common.episode_limit, self.device, seeds=seeds)
         self.episodes_since_target_update = 0
 
     def policy_log_probs(self, batch: EpisodeBatch) -> torch.Tensor:
@@ -170,23 +173,24 @@ class DOP(Learner):
         return tree_backup_targets(batch, q_taken, expected, trace, self.common.gamma, self.cfg.tb_lambda, self.cfg.tb_steps)
 
     def train_critic(self, fresh: EpisodeBatch, replay: EpisodeBatch) -> dict[str, float]:
-        kappa = self.cfg.off_policy_weight
+        axis, kappa = self.axis, self.cfg.off_policy_weight
         y_on, y_off = self.on_policy_targets(fresh), self.off_policy_targets(replay)
         for _ in range(self.cfg.critic_steps):
             q_on = self._q_tot_taken(self.critic, fresh)[:, :-1]
-            loss_on = masked_mean((q_on - y_on) ** 2, fresh.filled)
-            loss_off = masked_mean((self._q_tot_taken(self.critic, replay)[:, :-1] - y_off) ** 2, replay.filled)
+            loss_on = axis.masked_mean((q_on - y_on) ** 2, fresh.filled)
+            loss_off = axis.masked_mean((self._q_tot_taken(self.critic, replay)[:, :-1] - y_off) ** 2, replay.filled)
             loss = kappa * loss_off + (1.0 - kappa) * loss_on
             self.critic_opt.zero_grad()
-            loss.backward()
-            grad_norm = clip_grad(self.critic.parameters(), self.cfg.grad_norm_clip)
-            self.critic_opt.step()
-        self.episodes_since_target_update += fresh.batch_size
+            axis.total(loss).backward()
+            grad_norm = axis.clip_grad_norm(self.critic.parameters(), self.cfg.grad_norm_clip)
+            axis.step(self.critic_opt)
+        self.episodes_since_target_update += fresh.batch_size // self.common.seeds
         if self.episodes_since_target_update >= self.cfg.target_update_interval:
             self.target_critic.load_state_dict(self.critic.state_dict())
             self.episodes_since_target_update = 0
-        return {"critic_loss": loss.item(), "critic_loss_on": loss_on.item(), "critic_loss_off": loss_off.item(),
-                "critic_grad_norm": grad_norm, "q_mean": float(masked_mean(q_on.detach(), fresh.filled))}
+        metric = axis.metric
+        return {"critic_loss": metric(loss), "critic_loss_on": metric(loss_on), "critic_loss_off": metric(loss_off),
+                "critic_grad_norm": metric(grad_norm), "q_mean": metric(axis.masked_mean(q_on.detach(), fresh.filled))}
 
     def train_actor(self, batch: EpisodeBatch) -> dict[str, float]:
         mask = batch.filled.unsqueeze(-1)
@@ -196,14 +200,16 @@ class DOP(Learner):
             k, _ = self.critic.mixing(batch.state[:, :-1])
             actions = batch.actions[:, :-1].unsqueeze(-1)
             advantages = q.gather(-1, actions).squeeze(-1) - (logp.exp() * q).sum(-1)
-        ent = masked_mean(entropy(logp), mask)
-        loss = -masked_mean(k * advantages * logp.gather(-1, actions).squeeze(-1), mask) - self.cfg.entropy_coef * ent
+        axis = self.axis
+        ent = axis.masked_mean(entropy(logp), mask)
+        loss = -axis.masked_mean(k * advantages * logp.gather(-1, actions).squeeze(-1), mask) - self.cfg.entropy_coef * ent
         self.actor_opt.zero_grad()
-        loss.backward()
-        grad_norm = clip_grad(self.actor.parameters(), self.cfg.grad_norm_clip)
-        self.actor_opt.step()
-        return {"actor_loss": loss.item(), "entropy": ent.item(), "actor_grad_norm": grad_norm,
-                "k_mean": float(masked_mean(k, mask)), "advantage_mean": float(masked_mean(advantages, mask))}
+        axis.total(loss).backward()
+        grad_norm = axis.clip_grad_norm(self.actor.parameters(), self.cfg.grad_norm_clip)
+        axis.step(self.actor_opt)
+        metric = axis.metric
+        return {"actor_loss": metric(loss), "entropy": metric(ent), "actor_grad_norm": metric(grad_norm),
+                "k_mean": metric(axis.masked_mean(k, mask)), "advantage_mean": metric(axis.masked_mean(advantages, mask))}
 
     def train(self, batch: EpisodeBatch, t_env: int, episodes: int) -> dict[str, float]:
         """Store the new episodes; once the replay holds ``batch_size`` episodes, one critic and one actor update."""

@@ -150,9 +150,3 @@ def test_bench_packs_seeds_and_compares_them_with_one_seed(workdir):
     [ratio] = [e for e in report["ratios"] if e.get("pack") == 3]
     assert set(ratio["pack_over_single_per_cpu_s"]) == {"coma", "qmix"} and set(ratio["pack_over_single_rss"]) == {"coma", "qmix"}
     assert "S=3: coma packed / unpacked env-steps per CPU-second" in proc.stdout
-
-
-def test_bench_refuses_to_pack_an_unpackable_algorithm(workdir):
-    proc = run_bench("--task", "spread3", "--algos", "dop", "--pack", "2", *TINY, cwd=workdir)
-    assert proc.returncode == 2 and "dop trains one seed per process" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1

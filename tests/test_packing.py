@@ -41,7 +41,7 @@ SEEDS = (0, 1, 2)
 # Learner settings that take the random draws out of one update, so a pack and the seeds alone see the same
 # computation: ASAE with m = 1 (its m - 1 drawn joint actions come from torch's one RNG, drawn differently in
 # a pack), replays that hold exactly one batch (a sample is then the whole replay). Everything else: defaults.
-EXACT = {"asae": {"m": 1}, "mappo": {"minibatches": 1}, "ippo": {"minibatches": 1}, "iql": {"buffer_size": 4}, "vdn": {"buffer_size": 4}, "qmix": {"buffer_size": 4}}
+EXACT = {"asae": {"m": 1}, "mappo": {"minibatches": 1}, "ippo": {"minibatches": 1}, "dop": {"buffer_size": 4}, "iql": {"buffer_size": 4}, "vdn": {"buffer_size": 4}, "qmix": {"buffer_size": 4}}
 # Float32 rounding: the pack's batched kernels sum in another order than the seeds' own. Measured on this
 # CPU after one update: max |difference| <= 2e-7 for every parameter (RMSprop's first steps are about
 # lr * sign(g) * 10, so a rounding-level difference in g stays rounding-level in the parameter).
@@ -75,13 +75,13 @@ def _setup(algo, env):
 
 
 @pytest.mark.parametrize("algo,env", [(a, {"name": "mpe_spread", "episode_limit": 25}) for a in
-                                      ("asae", "coma", "iql", "vdn", "qmix", "mappo", "ippo")]
+                                      ("asae", "coma", "iql", "vdn", "qmix", "mappo", "ippo", "dop")]
                          + [(a, {"name": "smax", "map_name": "3m"}) for a in ("asae", "coma", "qmix")]
                          + [("coma+adam", {"name": "smax", "map_name": "3m"}), ("qmix+adam", {"name": "mpe_spread"})])
 def test_one_update_of_a_pack_is_each_seeds_own_update(algo, env):
     torch.set_num_threads(1)
     singles, batches, packed = _setup(algo, env)
-    algo, adam = algo.split("+")[0], algo.endswith("+adam")
+    algo, adam = algo.split("+")[0], algo.endswith("+adam") or algo in ("mappo", "ippo", "dop")  # Adam learners
     start = [unstack_tree(packed.state_dict(), s) for s in range(len(SEEDS))]
     for s, learner in enumerate(singles):  # the pack starts from exactly the seeds' own weights
         for (k, a), b in zip(getattr(learner, _net(learner)).state_dict().items(), start[s][_net(packed)].values()):
@@ -185,11 +185,21 @@ def test_a_seed_that_diverges_fails_alone(workdir, monkeypatch):
     assert all(math.isfinite(v) for m in logged.values() for v in m["values"])  # nothing of it after the failure
 
 
-def test_an_unpackable_algorithm_is_refused_in_one_line(workdir):
+class _SingleSeedCOMA:  # a learner that does not declare the seed axis (packable = False): a user's own algorithm
+    pass
+
+
+def test_an_unpackable_algorithm_is_refused_in_one_line(workdir, monkeypatch):
+    """Every built-in learner packs; a registered learner that does not say it can (``packable``) is refused."""
+    import algos
+    from algos.coma import COMA
     from validation import ConfigError
 
-    with pytest.raises(ConfigError, match="dop trains one seed per process"):
-        train_pack({**PACK, "algo": "dop"}, seeds=[0, 1], results_dir="runs")
+    monkeypatch.setattr(sys.modules[__name__], "_SingleSeedCOMA", type("SingleSeedCOMA", (COMA,), {"packable": False}))
+    monkeypatch.setitem(algos.REGISTRY, "coma_single", f"{__name__}:_SingleSeedCOMA")
+    assert all(algos.learner_class(name).packable for name in algos.REGISTRY if name != "coma_single")
+    with pytest.raises(ConfigError, match="coma_single trains one seed per process"):
+        train_pack({**PACK, "algo": "coma_single"}, seeds=[0, 1], results_dir="runs")
     assert not (workdir / "runs").exists()  # refused before any run started
 
 
