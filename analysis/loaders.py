@@ -489,3 +489,109 @@ def runs_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per run: the standard run columns and the flattened config."""
     cols = [c for c in frame.columns if c not in ("team", "team_algo", "metric", "step", "value")]
     return frame[cols].drop_duplicates("run_id").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- cells: what may be pooled
+
+# Config entries that change neither what a run learns nor what it measures: bookkeeping, where output
+# goes, how the work is split. Every other entry (t_max, learning rates, env options, the env backend's
+# version in env_info.backend, test_episodes, ...) separates runs that would otherwise share a cell.
+NOT_SETTINGS = frozenset({
+    "seed", "run_key", "tags", "preset", "resume_from", "checkpoint_interval", "log_interval", "progress",
+    "device", "torch_threads", "env_info.step_unit", "env_info.teams", "name", "db", "mongo_url", "observers",
+})
+NOT_SETTING_PREFIXES = ("provenance.", "slurm.", "mongo.")
+BUDGET_KEY = "t_max"
+
+
+def _setting_value(value: Any) -> str | None:
+    """A config value as comparable text (10 and 10.0 alike); None for a missing entry."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool):
+        return str(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:g}" if math.isfinite(number) else str(value)
+
+
+def run_settings(frame: pd.DataFrame, group: Iterable[str] = ("env", "map", "N", "algo"),
+                 exclude: Iterable[str] = ()) -> pd.DataFrame:
+    """Per run: its budget (config `t_max`, NaN when not recorded) and its setting, the entries of its
+    config that differ between runs of the same ``group`` (task and algorithm), as "key=value, ..." text
+    ("" when its group's runs agree on everything that changes results). An entry a run does not record
+    (an older config) is unknown, not different. ``exclude`` names entries a caller compares on purpose
+    (an ablation's parameter)."""
+    runs = runs_table(frame)
+    if runs.empty:
+        return pd.DataFrame(columns=["run_id", "budget", "setting"])
+    skip = set(NOT_SETTINGS) | set(exclude) | set(STANDARD) | {BUDGET_KEY}
+    keys = [c for c in runs.columns if c not in skip and not c.startswith(NOT_SETTING_PREFIXES)]
+    budget = pd.to_numeric(runs[BUDGET_KEY].astype(object), errors="coerce") if BUDGET_KEY in runs \
+        else pd.Series(np.nan, index=runs.index)
+    labels = pd.Series("", index=runs.index, dtype=object)
+    group = [g for g in group if g in runs.columns]
+    for _, sub in (runs.groupby(group, observed=True, dropna=False) if group else [((), runs)]):
+        varied = []
+        for key in keys:
+            values = sub[key].astype(object).map(_setting_value)
+            if values.dropna().nunique() > 1:
+                varied.append((key, values))
+        for idx in sub.index:
+            parts = [f"{key}={values[idx]}" for key, values in varied if values[idx] is not None]
+            labels[idx] = ", ".join(parts)
+    return pd.DataFrame({"run_id": runs["run_id"].astype(str).to_numpy(), "budget": budget.to_numpy(dtype=float),
+                         "setting": labels.to_numpy()})
+
+
+def with_settings(frame: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.DataFrame:
+    """``frame`` with the columns `budget` and `setting` of run_settings (replacing any already there)."""
+    settings = run_settings(frame, exclude=exclude).set_index("run_id")
+    ids = frame["run_id"].astype(str)
+    out = frame.drop(columns=[c for c in ("budget", "setting") if c in frame.columns])
+    out = out.assign(budget=ids.map(settings["budget"]).to_numpy(dtype=float),
+                     setting=ids.map(settings["setting"]).fillna("").to_numpy(dtype=object))
+    out.attrs = dict(frame.attrs)
+    return out
+
+
+def setting_text(budget: float, setting: str) -> str:
+    """"t_max=500k" or "t_max=500k, lr=0.0005": what a group of runs shares, for people."""
+    parts = [f"t_max={_steps_text(budget)}" if np.isfinite(budget) else "t_max unknown"]
+    return ", ".join(parts + ([setting] if setting else []))
+
+
+def _steps_text(steps: float) -> str:
+    for div, unit in ((1e6, "M"), (1e3, "k")):
+        if abs(steps) >= div:
+            return f"{steps / div:.3g}{unit}"
+    return f"{int(steps)}"
+
+
+def primary_settings(frame: pd.DataFrame, group: Iterable[str] = ("env", "map", "N", "algo"),
+                     exclude: Iterable[str] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """Per task and algorithm, the runs of one setting: the one most runs share, ties going to the
+    longest budget. Returns those rows (with `budget` and `setting` columns) and one line per group of
+    runs left out, saying which runs and why, so nothing is pooled in silence and nothing dropped unsaid."""
+    frame = with_settings(frame, exclude=exclude)
+    runs = frame.drop_duplicates("run_id")
+    group = [g for g in group if g in runs.columns]
+    keep, notes = set(), []
+    for key, sub in (runs.groupby(group, observed=True, dropna=False) if group else [((), runs)]):
+        key = key if isinstance(key, tuple) else (key,)
+        sets = sub.groupby(["budget", "setting"], dropna=False)["run_id"].agg(list).reset_index()
+        sets["n"] = sets["run_id"].map(len)
+        sets["_b"] = sets["budget"].fillna(-1.0)
+        sets = sets.sort_values(["n", "_b", "setting"], ascending=[False, False, True]).reset_index(drop=True)
+        keep.update(sets.loc[0, "run_id"])
+        if len(sets) > 1:
+            what = " ".join(str(k) for k in key if k is not None and k is not pd.NA and str(k) not in ("nan", "<NA>"))
+            kept = setting_text(sets.loc[0, "budget"], sets.loc[0, "setting"])
+            for row in sets.iloc[1:].itertuples(index=False):
+                notes.append(f"{what}: {row.n} run(s) with {setting_text(row.budget, row.setting)} left out "
+                             f"(they differ from the {sets.loc[0, 'n']} run(s) with {kept} shown)")
+    out = frame[frame["run_id"].astype(str).isin(keep)]
+    out.attrs = dict(frame.attrs)
+    return out, notes

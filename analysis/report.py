@@ -16,7 +16,7 @@ from analysis import tables
 from analysis.loaders import runs_table
 from analysis.paper import WIN_RATE, Paper
 from analysis.render import Document, latex_table, markdown_table, replace_whole, write_text
-from analysis.stats import aggregate_table, final_values, performance_profiles, score_matrices, summarize
+from analysis.stats import LAST_K, aggregate_table, final_values, performance_profiles, score_matrices, summarize
 
 
 # ----------------------------------------------------------------------------- selecting runs
@@ -92,7 +92,7 @@ def require_runs(frame: pd.DataFrame, where: str) -> None:
 
 # ----------------------------------------------------------------------------- pieces
 
-def table1_outputs(frame: pd.DataFrame, paper: Paper, metric: str = WIN_RATE, last: int = 1):
+def table1_outputs(frame: pd.DataFrame, paper: Paper, metric: str = WIN_RATE, last: int = LAST_K):
     cells = tables.table1_cells(frame, paper, metric=metric, last=last)
     return cells, tables.table1_display(cells, paper)
 
@@ -106,7 +106,7 @@ def write_table(df: pd.DataFrame, directory: Path, stem: str, caption: str = "",
             replace_whole(directory / f"{stem}.csv", lambda tmp: (df if cells is None else cells).to_csv(tmp, index=False))]
 
 
-def aggregate_outputs(frame: pd.DataFrame, metric: str = WIN_RATE, last: int = 1):
+def aggregate_outputs(frame: pd.DataFrame, metric: str = WIN_RATE, last: int = LAST_K):
     """rliable aggregates over the SMAC-like maps every algorithm ran."""
     finals = tables.map_final_values(frame, metric, last)
     if finals.empty:
@@ -117,7 +117,7 @@ def aggregate_outputs(frame: pd.DataFrame, metric: str = WIN_RATE, last: int = 1
     return aggregate_table(matrices), matrices, tasks
 
 
-def summary_by_task(frame: pd.DataFrame, paper: Paper, last: int = 1) -> pd.DataFrame:
+def summary_by_task(frame: pd.DataFrame, paper: Paper, last: int = LAST_K) -> pd.DataFrame:
     """Final value of each task's main test metric per algorithm (mean and 95% t interval over seeds)."""
     rows = tables.learning_rows(frame)
     out = []
@@ -184,7 +184,7 @@ def fmt_summary(df: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- the whole report
 
 def build_report(frame: pd.DataFrame, paper: Paper, out: Path, source: str, formats: Sequence[str] = ("png", "svg"),
-                 last: int = 1, any_settings: bool = False, log: Callable[[str], None] = lambda s: None) -> list[Path]:
+                 last: int = LAST_K, any_settings: bool = False, log: Callable[[str], None] = lambda s: None) -> list[Path]:
     """Write index.md, index.html, figures/ and tables/ into ``out``. Everything but the ablations uses
     the runs with the paper's hyper-parameters (ASAE m = 10, clip 0.1) unless ``any_settings``."""
     from analysis import claims as claims_mod

@@ -19,9 +19,11 @@ import pandas as pd
 
 TASK = ["env", "map", "N"]
 CI_LEVEL = 0.95
+# "Final" = the mean of each run's last LAST_K test evaluations (docs/analysis.md argues the choice).
+LAST_K = 3
 
 
-def final_values(frame: pd.DataFrame, metric: str, last: int = 1, by: Sequence[str] = ()) -> pd.DataFrame:
+def final_values(frame: pd.DataFrame, metric: str, last: int = LAST_K, by: Sequence[str] = ()) -> pd.DataFrame:
     """One row per run (and team): the mean of the run's last ``last`` logged values of ``metric``,
     the step it reached, and the ``by`` columns."""
     rows = frame[frame["metric"] == metric]
@@ -31,7 +33,8 @@ def final_values(frame: pd.DataFrame, metric: str, last: int = 1, by: Sequence[s
     keys = ["run_id", "team"]
     tail = rows.groupby(keys, observed=True, sort=False).tail(last)
     out = tail.groupby(keys, observed=True, sort=False).agg(final=("value", "mean"), final_step=("step", "max"))
-    info_cols = [c for c in dict.fromkeys([*by, "team_algo", "algo", "seed", "status", *TASK]) if c not in keys]
+    info_cols = [c for c in dict.fromkeys([*by, "team_algo", "algo", "seed", "status", *TASK, "budget", "setting"])
+                 if c not in keys and c in rows.columns]
     info = rows.drop_duplicates(keys).set_index(keys)[info_cols]
     return out.join(info).reset_index()
 
@@ -58,10 +61,12 @@ def summarize(finals: pd.DataFrame, by: Sequence[str], bounds: tuple[float, floa
         mean, low, high = t_interval(group["final"])
         if bounds is not None and np.isfinite(low):
             low, high = max(low, bounds[0]), min(high, bounds[1])
+        ordered = group.sort_values("seed", kind="stable") if "seed" in group else group
         rows.append({**dict(zip(by, key)), "mean": mean, "ci_low": low, "ci_high": high,
                      "std": float(group["final"].std(ddof=1)) if len(group) > 1 else math.nan,
-                     "n_seeds": int(len(group)), "steps": float(group["final_step"].min())})
-    return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "std", "n_seeds", "steps"])
+                     "n_seeds": int(len(group)), "steps": float(group["final_step"].min()),
+                     "seeds": tuple(float(v) for v in ordered["final"])})
+    return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "std", "n_seeds", "steps", "seeds"])
 
 
 # ----------------------------------------------------------------------------- rliable aggregates
