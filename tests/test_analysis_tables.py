@@ -59,9 +59,9 @@ def test_table1_cells_are_exact(tmp_path, paper):
 
     display = tables.table1_display(cells, paper).set_index("map")
     assert display.loc["3m", "backend"] == "smax"
-    assert display.loc["3m", "ASAE ours"] == "0.90 [0.00, 1.00] n=2"
+    assert display.loc["3m", "ASAE ours"] == "0.90 [0.00, 1.00] n=2 (1.00 / 0.80)"
     assert display.loc["3m", "ASAE paper"] == "1.00"
-    assert display.loc["3m", "COMA ours"] == "0.60 [0.35, 0.85] n=3"
+    assert display.loc["3m", "COMA ours"] == "0.60 [0.35, 0.85] n=3 (0.50 / 0.70 / 0.60)"
     assert display.loc["8m", "ASAE ours"] == "0.90 n=1"
     assert display.loc["3s5z", "ASAE ours"] == "—" and display.loc["3s5z", "ASAE paper"] == "0.95"
     assert display.loc["MMM2", "note"].startswith("not run here; needs real StarCraft II")
