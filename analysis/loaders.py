@@ -502,6 +502,7 @@ NOT_SETTINGS = frozenset({
 })
 NOT_SETTING_PREFIXES = ("provenance.", "slurm.", "mongo.")
 BUDGET_KEY = "t_max"
+TEAM_PREFIX = "teams."
 
 
 def _setting_value(value: Any) -> str | None:
@@ -528,7 +529,9 @@ def run_settings(frame: pd.DataFrame, group: Iterable[str] = ("env", "map", "N",
     if runs.empty:
         return pd.DataFrame(columns=["run_id", "budget", "setting"])
     skip = set(NOT_SETTINGS) | set(exclude) | set(STANDARD) | {BUDGET_KEY}
-    keys = [c for c in runs.columns if c not in skip and not c.startswith(NOT_SETTING_PREFIXES)]
+    # Who plays which team (config `teams`) is part of the task, like the map: it joins the group.
+    group = [*group, *sorted(c for c in runs.columns if c.startswith(TEAM_PREFIX))]
+    keys = [c for c in runs.columns if c not in skip and not c.startswith((*NOT_SETTING_PREFIXES, TEAM_PREFIX))]
     budget = pd.to_numeric(runs[BUDGET_KEY].astype(object), errors="coerce") if BUDGET_KEY in runs \
         else pd.Series(np.nan, index=runs.index)
     labels = pd.Series("", index=runs.index, dtype=object)
@@ -577,7 +580,8 @@ def primary_settings(frame: pd.DataFrame, group: Iterable[str] = ("env", "map", 
     runs left out, saying which runs and why, so nothing is pooled in silence and nothing dropped unsaid."""
     frame = with_settings(frame, exclude=exclude)
     runs = frame.drop_duplicates("run_id")
-    group = [g for g in group if g in runs.columns]
+    group = [g for g in [*group, *sorted(c for c in runs.columns if str(c).startswith(TEAM_PREFIX))]
+             if g in runs.columns]
     keep, notes = set(), []
     for key, sub in (runs.groupby(group, observed=True, dropna=False) if group else [((), runs)]):
         key = key if isinstance(key, tuple) else (key,)
