@@ -442,6 +442,7 @@ def to_frame(report: LoadReport, latest_only: bool = True, skip_running: bool = 
         if col not in frame.columns and col not in ("algo", "seed"):
             frame[col] = config[col].astype("category").take(idx).reset_index(drop=True)
     frame.attrs["skipped"] = skipped
+    frame.attrs["provenance"] = {raw.run_id: recorded_provenance(raw) for raw in (report.runs[i] for i in keep)}
     # Every Sacred run read, attempts of resumed runs and RUNNING ones included: what the runs cost.
     frame.attrs["run_times"] = [{**run_time(raw), "run_key": f["run_key"], "preset": f["preset"]}
                                 for raw, f in zip(report.runs, fields)]
@@ -599,3 +600,79 @@ def primary_settings(frame: pd.DataFrame, group: Iterable[str] = ("env", "map", 
     out = frame[frame["run_id"].astype(str).isin(keep)]
     out.attrs = dict(frame.attrs)
     return out, notes
+
+
+# ----------------------------------------------------------------------------- provenance
+
+PROVENANCE_FILE = "provenance.json"
+PROVENANCE_DEPTH = 4  # parent directories searched for a provenance.json of recovered records
+
+
+def recorded_provenance(raw: RawRun, _cache: dict | None = None) -> dict | None:
+    """Which code made a run: its own record (info.json / the Mongo run's info, key "provenance"), else
+    the entry for its directory in the nearest provenance.json of a parent directory (recovered for runs
+    that predate the record; keys are run directories relative to that file), else None (unknown)."""
+    own = raw.info.get("provenance") if isinstance(raw.info, Mapping) else None
+    if isinstance(own, Mapping):
+        return dict(own)
+    if raw.source != "file" or not raw.location:
+        return None
+    run_dir = Path(raw.location)
+    cache = _PROVENANCE_FILES if _cache is None else _cache
+    for parent in list(run_dir.parents)[:PROVENANCE_DEPTH]:
+        path = parent / PROVENANCE_FILE
+        key = str(path)
+        if key not in cache:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+            except (OSError, ValueError):
+                data = None
+            cache[key] = data.get("runs") if isinstance(data, Mapping) and isinstance(data.get("runs"), Mapping) else None
+        runs = cache[key]
+        if runs is not None:
+            entry = runs.get(run_dir.relative_to(parent).as_posix())
+            return dict(entry) if isinstance(entry, Mapping) else None
+    return None
+
+
+_PROVENANCE_FILES: dict[str, Any] = {}
+
+
+def code_versions(provenance: Mapping[str, Any], run_ids: Iterable[str]) -> str:
+    """What code a group of runs came from, for people: "1 commit (41874e4)", "3 commits (41874e4,
+    7055c12, 2cea2b4), recovered from start times", "... 1 run from a modified tree", "unknown" or
+    "2 runs unknown". A recovered record counts by the commit checked out when the run started."""
+    commits: dict[str, int] = {}
+    unknown = dirty = recovered = no_git = 0
+    for rid in run_ids:
+        p = provenance.get(rid)
+        if not isinstance(p, Mapping):
+            unknown += 1
+            continue
+        commit = p.get("commit")
+        if not commit and isinstance(p.get("recovered"), Mapping):
+            commit = p["recovered"].get("commit")
+        if p.get("source") == "recovered":
+            recovered += 1
+        if p.get("source") == "no git checkout":
+            no_git += 1
+        if p.get("dirty"):
+            dirty += 1
+        if commit:
+            commits[str(commit)[:7]] = commits.get(str(commit)[:7], 0) + 1
+        elif p.get("source") != "no git checkout":
+            unknown += 1
+    parts = []
+    if commits:
+        names = ", ".join(sorted(commits, key=lambda c: -commits[c]))
+        parts.append(f"{len(commits)} commit{'s' if len(commits) > 1 else ''} ({names})")
+        if recovered:
+            parts.append("recovered from start times" if recovered == sum(commits.values())
+                         else f"{recovered} recovered from start times")
+    if dirty:
+        parts.append(f"{dirty} run{'s' if dirty > 1 else ''} from a modified tree")
+    if no_git:
+        parts.append(f"{no_git} run{'s' if no_git > 1 else ''} installed without a git checkout")
+    if unknown:
+        parts.append("unknown" if not parts else f"{unknown} run{'s' if unknown > 1 else ''} unknown")
+    return ", ".join(parts) or "unknown"
