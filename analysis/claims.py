@@ -72,7 +72,7 @@ def _rows(frame: pd.DataFrame, claim: dict, algo: str | None = None) -> pd.DataF
     return rows
 
 
-def _steps_per_iteration(frame: pd.DataFrame, run_ids) -> float:
+def steps_per_iteration(frame: pd.DataFrame, run_ids) -> float:
     """Env steps of one paper iteration: every parallel env plays one full episode."""
     runs = frame[frame["run_id"].isin(run_ids)].drop_duplicates("run_id")
     if "n_envs" not in runs or "env.episode_limit" not in runs:
@@ -88,7 +88,7 @@ def _budget_steps(frame: pd.DataFrame, claim: dict, run_ids) -> float:
     if budget is None:
         return math.nan
     if claim.get("budget_unit", "env_steps") == "iterations":
-        return float(budget) * _steps_per_iteration(frame, run_ids)
+        return float(budget) * steps_per_iteration(frame, run_ids)
     return float(budget)
 
 
@@ -314,7 +314,7 @@ def _settling(ctx, claim, algo) -> tuple[dict, pd.DataFrame]:
     rows = _rows(ctx.frame, claim, algo)
     if rows.empty:
         raise Verdict(NOT_RUN, f"no {ctx.paper.label(algo)} runs on {_where(claim)}")
-    per_iter = _steps_per_iteration(ctx.frame, rows["run_id"].unique())
+    per_iter = steps_per_iteration(ctx.frame, rows["run_id"].unique())
     bounded = rate_bounds(claim["metric"]) is not None
     table = []
     for rid, g in rows.groupby("run_id", observed=True):

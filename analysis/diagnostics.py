@@ -56,37 +56,37 @@ def summary_line(rows: pd.DataFrame, metric: str) -> str | None:
     if not seeds:
         return None
     n = len(seeds)
-    warm = f"after the first {WARMUP:.0%} of training"
     if metric == "entropy_softmax":
         settled = [s for s in seeds if np.isfinite(s["since"])]
         med = " / ".join(_num(float(np.median(s["late"]))) for s in seeds)
         if settled:
             since = _steps(float(np.median([s["since"] for s in settled])))
-            return (f"softmax entropy < {DETERMINISTIC:g} nats from {since} steps on (median) in {len(settled)} of "
-                    f"{n} seeds; median {warm}: {med}")
-        return f"softmax entropy stays above {DETERMINISTIC:g} nats in every seed; median {warm}: {med}"
+            return (f"< {DETERMINISTIC:g} nats from {since} steps on (median) in {len(settled)} of {n} seeds; "
+                    f"median {med}")
+        return f"above {DETERMINISTIC:g} nats in all {n} seeds; median {med}"
     if metric == "clip_frac":
         means = [float(np.mean(s["late"])) if s["late"].size else math.nan for s in seeds]
         zeros = sum(int((s["late"] == 0).sum()) for s in seeds)
         logs = sum(int(s["late"].size) for s in seeds)
-        return (f"clip bound binds in {np.nanmean(means):.1%} of samples {warm} (per seed "
-                + " / ".join(f"{m:.1%}" for m in means) + f"); exactly 0 in {zeros} of {logs} logs")
-    label = LABELS.get(metric, metric)
-    return f"median {label} {warm}, per seed: " + " / ".join(_num(float(np.median(s["late"]))) for s in seeds)
+        return (f"bound binds in {np.nanmean(means):.1%} of samples (" + " / ".join(f"{m:.1%}" for m in means)
+                + f"); exactly 0 in {zeros} of {logs} logs")
+    return "median " + " / ".join(_num(float(np.median(s["late"]))) for s in seeds)
 
 
 def diagnostics_table(frame: pd.DataFrame, label=lambda a: str(a).upper()) -> pd.DataFrame:
-    """One row per task, algorithm and diagnostic metric logged: task, algorithm, seeds, metric, summary."""
+    """One row per task and algorithm, a one-line summary per diagnostic metric logged (per seed, after
+    the warm-up; "—" where the algorithm does not log it)."""
     rows = frame[frame["metric"].isin(DIAGNOSTICS)]
     rows = learning_rows(rows) if not rows.empty else rows
+    columns = ["task", "algorithm", "seeds", *(LABELS[m] for m in DIAGNOSTICS)]
     out = []
     for (env, map_name, n, team, algo), group in rows.groupby([*TASK_TEAM, "team_algo"], observed=True, dropna=False):
+        row = {"task": task_team_label(env, map_name, n, team), "algorithm": label(algo),
+               "seeds": group["run_id"].nunique()}
         for metric in DIAGNOSTICS:
-            line = summary_line(group, metric)
-            if line:
-                out.append({"task": task_team_label(env, map_name, n, team), "algorithm": label(algo),
-                            "seeds": group["run_id"].nunique(), "metric": metric, "summary": line})
-    return pd.DataFrame(out, columns=["task", "algorithm", "seeds", "metric", "summary"])
+            row[LABELS[metric]] = summary_line(group, metric) or "—"
+        out.append(row)
+    return pd.DataFrame(out, columns=columns)
 
 
 def moved(frame: pd.DataFrame, param: str) -> pd.DataFrame:
