@@ -103,7 +103,7 @@ def table1_outputs(frame: pd.DataFrame, paper: Paper, metric: str = WIN_RATE, la
     code = {}
     if not finals.empty:
         for key, group in finals.groupby(tables.CELL_KEY, observed=True, dropna=False):
-            code[tuple(key)] = code_versions(provenance, group["run_id"].astype(str))
+            code[tables.cell_key(*key)] = code_versions(provenance, group["run_id"].astype(str))
     return cells, tables.table1_display(cells, paper, baselines=baselines, code=code)
 
 

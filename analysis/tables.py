@@ -125,10 +125,16 @@ def table1_display(cells: pd.DataFrame, paper: Paper, baselines: pd.DataFrame | 
             if len(steps) and env:
                 notes.append(f"runs reach {fmt_steps(steps.min())} env steps")
             if code is not None and env:
-                notes.append(f"code: {code.get((map_name, env, budget, setting), 'unknown')}")
+                notes.append(f"code: {code.get(cell_key(map_name, env, budget, setting), 'unknown')}")
             row["note"] = "; ".join(notes)
             out.append(row)
     return pd.DataFrame(out)
+
+
+def cell_key(map_name, env, budget, setting) -> tuple:
+    """A Table 1 row's key, with a missing budget as None (NaN never equals itself)."""
+    b = _num(budget)
+    return (str(map_name), str(env), b if np.isfinite(b) else None, str(setting or ""))
 
 
 def _num(value) -> float:
