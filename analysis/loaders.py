@@ -638,10 +638,39 @@ def recorded_provenance(raw: RawRun, _cache: dict | None = None) -> dict | None:
 _PROVENANCE_FILES: dict[str, Any] = {}
 
 
-def code_versions(provenance: Mapping[str, Any], run_ids: Iterable[str]) -> str:
-    """What code a group of runs came from, for people: "1 commit (41874e4)", "3 commits (41874e4,
-    7055c12, 2cea2b4), recovered from start times", "... 1 run from a modified tree", "unknown" or
-    "2 runs unknown". A recovered record counts by the commit checked out when the run started."""
+# What a run's training imports: a commit that changes none of these ran the same code as its parent.
+CODE_PATHS = ("algos", "envs", "experiments", "validation", "pyproject.toml")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_CODE_COMMIT: dict[str, str] = {}
+
+
+def code_commit(commit: str, repo: Path = REPO_ROOT) -> str:
+    """The latest commit at or before ``commit`` that changed the code training runs (CODE_PATHS), from
+    this checkout's git history; ``commit`` itself where git or the commit is not available. The sweep
+    commits each finished run, so runs start at many commits that differ only in results/."""
+    if commit in _CODE_COMMIT:
+        return _CODE_COMMIT[commit]
+    found = commit
+    if (repo / ".git").exists():
+        import subprocess
+
+        try:
+            out = subprocess.run(["git", "-C", str(repo), "rev-list", "-1", commit, "--", *CODE_PATHS],
+                                 capture_output=True, text=True, timeout=10)
+            if out.returncode == 0 and out.stdout.strip():
+                found = out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    _CODE_COMMIT[commit] = found
+    return found
+
+
+def code_versions(provenance: Mapping[str, Any], run_ids: Iterable[str], repo: Path | None = REPO_ROOT) -> str:
+    """What code a group of runs came from, for people: "1 code version (2090e2f)", "3 code versions
+    (2090e2f, 6c9b48b, b3cb15a), recovered from start times", "... 1 run from a modified tree", "unknown"
+    or "2 runs unknown". A commit counts by the last commit before it that changed the code training runs
+    (code_commit; with ``repo`` None, or without git, by itself). A recovered record counts by the commit
+    checked out when the run started."""
     commits: dict[str, int] = {}
     unknown = dirty = recovered = no_git = 0
     for rid in run_ids:
@@ -659,13 +688,14 @@ def code_versions(provenance: Mapping[str, Any], run_ids: Iterable[str]) -> str:
         if p.get("dirty"):
             dirty += 1
         if commit:
-            commits[str(commit)[:7]] = commits.get(str(commit)[:7], 0) + 1
+            code = code_commit(str(commit), repo) if repo is not None else str(commit)
+            commits[code[:7]] = commits.get(code[:7], 0) + 1
         elif p.get("source") != "no git checkout":
             unknown += 1
     parts = []
     if commits:
-        names = ", ".join(sorted(commits, key=lambda c: -commits[c]))
-        parts.append(f"{len(commits)} commit{'s' if len(commits) > 1 else ''} ({names})")
+        names = ", ".join(sorted(commits, key=lambda c: (-commits[c], c)))
+        parts.append(f"{len(commits)} code version{'s' if len(commits) > 1 else ''} ({names})")
         if recovered:
             parts.append("recovered from start times" if recovered == sum(commits.values())
                          else f"{recovered} recovered from start times")

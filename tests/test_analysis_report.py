@@ -55,14 +55,42 @@ def test_code_versions_come_from_the_runs_record_or_a_recovered_file(tmp_path, p
     prov = frame.attrs["provenance"]
     assert prov["file:1"]["commit"] == COMMIT_A and prov["file:2"]["source"] == "recovered"
     assert prov["file:3"] is None
-    assert code_versions(prov, ["file:1"]) == "1 commit (aaaaaaa), 1 run from a modified tree"
+    # Commits this checkout does not know count as themselves.
+    assert code_versions(prov, ["file:1"]) == "1 code version (aaaaaaa), 1 run from a modified tree"
     assert code_versions(prov, ["file:3"]) == "unknown"
     text = code_versions(prov, ["file:1", "file:2", "file:3"])
-    assert text.startswith("2 commits (") and "bbbbbbb" in text and "1 recovered from start times" in text
-    assert text.endswith("1 run unknown")
+    assert text == "2 code versions (aaaaaaa, bbbbbbb), 1 recovered from start times, 1 run from a modified tree, " \
+                   "1 run unknown"
     _, display = table1_outputs(frame, paper)
     row = display.set_index("map").loc["3m"]
-    assert "code: 2 commits (" in row["note"] and "1 run unknown" in row["note"]
+    assert "code: 2 code versions (" in row["note"] and "1 run unknown" in row["note"]
+
+
+def test_commits_that_change_only_results_are_one_code_version(tmp_path):
+    """A sweep commits each finished run: runs that start at those commits ran the same code."""
+    import subprocess
+
+    from analysis.loaders import code_commit
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    commits = []
+    for path in ("algos/a.py", "results/r1.json", "results/r2.json", "algos/a.py"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(str(len(commits)))
+        git("add", "-A")
+        git("commit", "-qm", path)
+        commits.append(git("rev-parse", "HEAD"))
+    assert [code_commit(c, tmp_path) for c in commits] == [commits[0], commits[0], commits[0], commits[3]]
+    prov = {f"r{i}": {"source": "recovered", "commit": c} for i, c in enumerate(commits)}
+    assert code_versions(prov, ["r0", "r1", "r2"], repo=tmp_path) == \
+        f"1 code version ({commits[0][:7]}), recovered from start times"
+    assert code_versions(prov, list(prov), repo=tmp_path).startswith("2 code versions (")
 
 
 def test_scripted_baselines_beside_table1_and_out_of_the_aggregates(tmp_path, paper):
