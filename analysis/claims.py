@@ -283,12 +283,12 @@ def _count_beats(ctx, claim):
             try:
                 b = _summary(ctx, sub, versus)
             except Verdict:
-                results.append((INCONCLUSIVE, f"no {ctx.paper.label(versus)}", None))
+                results.append((INCONCLUSIVE, f"no {ctx.paper.label(versus)}", None, versus))
                 continue
             w = welch(a["finals"], b["finals"])
             verdict, why, _ = _decide(ctx, sub, [a, b], _beats_outcome(w, tol, ctx.paper.label(versus)), "")
-            results.append((verdict, why, w))
-        diffs = ", ".join(f"{r[2]['diff']:+.2f}" for r in results if r[2] is not None)
+            results.append((verdict, why, w, versus))
+        diffs = ", ".join(f"{ctx.paper.label(r[3])} {r[2]['diff']:+.2f}" for r in results if r[2] is not None)
         if all(r[0] == AGREES for r in results):
             won.append(map_name)
         elif any(r[0] == DISAGREES for r in results):
@@ -300,8 +300,7 @@ def _count_beats(ctx, claim):
     ours = (f"clearly above on {len(won)} of {len(maps)}: " + (", ".join(won) or "none")
             + f"; not above on {len(lost)}: " + (", ".join(lost) or "none")
             + f"; undecided on {len(open_)}: " + (", ".join(open_) or "none")
-            + f". Differences {ctx.paper.label(claim['algo'])} - " + "/".join(ctx.paper.label(v) for v in _versus(claim))
-            + ": " + "; ".join(lines))
+            + f". {ctx.paper.label(claim['algo'])} minus each: " + "; ".join(lines))
     if len(won) >= need:
         return AGREES, f"clearly above on {len(won)} maps, {need} needed", ours
     if len(maps) - len(lost) < need:

@@ -194,6 +194,9 @@ def diagnostics(frame: pd.DataFrame, paper: Paper | None = None, hue: str = "tea
     names = [m for m in (metrics or DIAGNOSTICS) if m in set(rows["metric"].astype(str))]
     tasks = rows[TASK_TEAM].drop_duplicates().sort_values(TASK_TEAM, na_position="first")
     tasks = list(tasks.itertuples(index=False))
+    if paper is not None:  # SMAC maps in the paper's order
+        order = {m: i for i, m in enumerate(paper.map_order)}
+        tasks.sort(key=lambda t: (str(t[0]), order.get(t[1], len(order))))
     hue_values = sorted({str(v) for v in rows[hue].dropna().unique()}, key=_natural)
     palette = _palette(hue_values, paper) if hue in ("team_algo", "algo") else \
         dict(zip(hue_values, sns.color_palette("viridis", len(hue_values))))

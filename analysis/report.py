@@ -130,10 +130,13 @@ def scripted_maps(paper: Paper, baselines: pd.DataFrame | None) -> dict[str, str
 
 
 def aggregate_outputs(frame: pd.DataFrame, metric: str = WIN_RATE, last: int = LAST_K,
-                      exclude: Sequence[str] = ()):
-    """rliable aggregates over the SMAC-like maps every algorithm ran, less the ``exclude``d maps."""
+                      exclude: Sequence[str] = (), algos: Sequence[str] | None = None):
+    """rliable aggregates over the SMAC-like maps every algorithm (of ``algos``, default all) ran, less
+    the ``exclude``d maps."""
     finals = tables.map_final_values(frame, metric, last)
     finals = finals[~finals["map"].astype(str).isin(set(exclude))]
+    if algos is not None:
+        finals = finals[finals["team_algo"].astype(str).isin(set(algos))]
     if finals.empty:
         raise ConfigError(f"no runs log {metric} on a SMAC-like map")
     matrices, tasks = score_matrices(finals, task_cols=["env", "map"])
@@ -315,12 +318,25 @@ def build_report(frame: pd.DataFrame, paper: Paper, out: Path, source: str, form
                    + " (95% stratified bootstrap intervals)")
     agg = table("aggregate", agg_caption,
                 lambda: _aggregate_display(aggregate_outputs(primary, last=last, exclude=list(won_maps))[0], paper))
+    ran = sorted({str(a) for a in tables.map_final_values(primary, WIN_RATE, last)["team_algo"]}
+                 if not primary.empty else set())
+    if agg is not None and {"asae", "coma"} <= set(ran) and len(ran) > 2:
+        table("aggregate-asae-coma", agg_caption.replace("all algorithms ran", "ASAE and COMA both ran"),
+              lambda: _aggregate_display(aggregate_outputs(primary, last=last, exclude=list(won_maps),
+                                                           algos=["asae", "coma"])[0], paper))
     if agg is not None:
         doc.text("With 3 seeds per map the stratified bootstrap resamples 3 values per map: its intervals understate "
                  "the uncertainty (they cannot be wider than what 3 seeds show). Read them with Table 1's per-seed values.")
-    figure("aggregate", "Aggregate win rate (IQM, mean, median, optimality gap) with 95% bootstrap intervals",
+    try:
+        agg_maps = ", ".join(t.split(" ", 1)[-1] for t in aggregate_outputs(primary, last=last,
+                                                                             exclude=list(won_maps))[2])
+    except ConfigError:
+        agg_maps = ""
+    figure("aggregate", f"Aggregate win rate (IQM, mean, median, optimality gap) over {agg_maps or 'the shared maps'}, "
+                        "with 95% stratified bootstrap intervals",
            lambda: figures.aggregates(aggregate_outputs(primary, last=last, exclude=list(won_maps))[0], paper))
-    figure("performance-profile", "Performance profiles: fraction of runs with final win rate above tau",
+    figure("performance-profile", f"Performance profiles over {agg_maps or 'the shared maps'}: fraction of runs "
+                                  "with final win rate above tau",
            lambda: _profile_figure(primary, paper, last, list(won_maps)))
     figure("curves-smac", f"Fig. 3: test win rate vs env steps on SMAC-like maps: each seed thin, the mean with its "
                           f"95% t interval, at the right the final value (mean of the last {last}) with Table 1's "
