@@ -98,7 +98,8 @@ def curves(frame: pd.DataFrame, metric: str | None = None, hue: str = "team_algo
         dict(zip(hue_values, sns.color_palette("viridis", len(hue_values))))
     if rates is None:
         rates = all(rate_bounds(name) is not None for _, _, name, _ in panels)
-    fig, axes = _grid_axes(len(panels), height=3.4)
+    fig, axes = _grid_axes(len(panels), height=3.4) if len(panels) > 1 else _grid_axes(1, width=6.4, height=4.2)
+    alpha = 0.18 if len(hue_values) <= 3 else 0.08  # many bands: lighter, so each stays visible
     for ax, (key, label, name, data) in zip(axes, panels):
         data = data.assign(**{hue: data[hue].astype(str)})
         scale = per_iteration(data) if per_iteration is not None else math.nan
@@ -108,7 +109,7 @@ def curves(frame: pd.DataFrame, metric: str | None = None, hue: str = "team_algo
         finals = final_values(data, name, last=last, by=[hue])
         present = [h for h in hue_values if h in set(grid[hue])]
         late_values = []
-        for h in present:
+        for k, h in enumerate(present):
             color = palette.get(h)
             sub = grid[grid[hue] == h]
             for _, seed in sub.groupby("run_id", observed=True):
@@ -121,14 +122,14 @@ def curves(frame: pd.DataFrame, metric: str | None = None, hue: str = "team_algo
             name_h = paper.label(h) if paper is not None and hue in ("team_algo", "algo") else f"{hue}={h}"
             ax.plot(b["step"] / xdiv, b["mean"], color=color, lw=1.8,
                     label=f"{name_h} ({n_seeds} seed{'s' if n_seeds != 1 else ''})")
-            ax.fill_between(b["step"] / xdiv, b["low"], b["high"], color=color, alpha=0.18, lw=0)
+            ax.fill_between(b["step"] / xdiv, b["low"], b["high"], color=color, alpha=alpha, lw=0)
             f = finals[finals[hue].astype(str) == h]
             if len(f):
                 mean, low, high = t_interval(f["final"].to_numpy(float))
                 bounds = rate_bounds(name)
                 if bounds and np.isfinite(low):
                     low, high = max(low, bounds[0]), min(high, bounds[1])
-                x_end = float(b["step"].max()) / xdiv * 1.02
+                x_end = float(b["step"].max()) / xdiv * (1.02 + 0.015 * k)  # side by side, one per line
                 err = None if not np.isfinite(low) else [[mean - low], [high - mean]]
                 ax.errorbar([x_end], [mean], yerr=err, fmt="o", ms=3.5, color=color, capsize=2.5, lw=1.2)
             warm = sub[sub["step"] >= 0.2 * sub["step"].max()]["value"].to_numpy(float)
