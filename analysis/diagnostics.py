@@ -24,7 +24,7 @@ def _num(x: float) -> str:
         return "—"
     if x == 0:
         return "0"
-    return f"{x:.2g}" if abs(x) < 0.01 or abs(x) >= 100 else f"{x:.3f}".rstrip("0").rstrip(".")
+    return f"{x:.2g}" if abs(x) < 0.01 or abs(x) >= 100 else f"{x:.3g}"
 
 
 def _steps(x: float) -> str:

@@ -456,8 +456,8 @@ def _ablation_moves(doc: Document, frame: pd.DataFrame, param: str, what: str) -
                  f"warm-up, and {n_det} of {n_all} seeds end with a near-deterministic policy (softmax entropy below "
                  f"{diag.DETERMINISTIC:g} nats). "
                  + ("With the bound rarely binding and most policies no longer exploring, the updates barely move the "
-                    "policy, so this ablation cannot show an effect of the parameter; its flatness says nothing about "
-                    "the critic." if max(clip) < 5 and n_det * 2 > n_all else
+                    "policy, so this ablation cannot show an effect of the parameter: its flatness does not point at "
+                    "the critic, or at anything the parameter does." if max(clip) < 5 and n_det * 2 > n_all else
                     "The policy still moves in some arms: differences between arms can come from the parameter."))
 
 
