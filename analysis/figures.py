@@ -134,7 +134,13 @@ def curves(frame: pd.DataFrame, metric: str | None = None, hue: str = "team_algo
                 ax.errorbar([x_end], [mean], yerr=err, fmt="o", ms=3.5, color=color, capsize=2.5, lw=1.2)
             warm = sub[sub["step"] >= 0.2 * sub["step"].max()]["value"].to_numpy(float)
             late_values.append(warm[np.isfinite(warm)])
-        for y, text, color, style in (lines(*key) if lines is not None else []):
+        refs = lines(*key) if lines is not None else []
+        if zoom and not rates and late_values and np.concatenate(late_values).size:
+            v = np.concatenate(late_values)
+            span = float(np.max(v) - np.min(v)) or 1.0
+            refs = [r for r in refs if np.min(v) - span <= r[0] <= np.max(v) + span]  # near enough to read
+            late_values.append(np.array([r[0] for r in refs]))
+        for y, text, color, style in refs:
             ax.axhline(y, color=color, ls=style, lw=1.0, alpha=0.9, label=text)
         if mark is not None and np.isfinite(scale):
             ax.axvline(mark, color="0.3", ls=":", lw=1.0, label=f"paper: {mark:g} iterations")

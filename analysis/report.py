@@ -362,8 +362,10 @@ def build_report(frame: pd.DataFrame, paper: Paper, out: Path, source: str, form
     doc.heading("Simple spread (Fig. 5)")
     figure("curves-spread", "Fig. 5: test return on simple spread in paper iterations (the paper's 800 dotted); each "
                             "seed thin, the mean with its 95% t interval, the final value with the table's interval. "
-                            "The y range starts after the warm-up: the first evaluations (down to -4000) lie below it",
+                            "The y range starts after the warm-up: the first evaluations (down to -4000) lie below it. "
+                            "Grey: scripted policies (those far outside the range are left out)",
            lambda: figures.curves(select_preset(primary, "spread"), paper=paper, last=last, mark=800, zoom=True,
+                                  lines=_reference_lines(primary, paper, scripted, with_paper=False),
                                   per_iteration=lambda rows: claims_mod.steps_per_iteration(rows, rows["run_id"].unique())))
     table("spread", "Final test return on simple spread", lambda: summary_by_task(select_preset(primary, "spread"), paper, last))
     doc.text("The paper counts MPE training in iterations: one iteration = every parallel env playing one "
@@ -424,10 +426,17 @@ def _reference_lines(frame: pd.DataFrame, paper: Paper, scripted: pd.DataFrame, 
             value = paper.win_rate(map_name, algo)
             if value is not None:
                 out.append((value, f"paper {paper.label(algo)} {value:.2f}", palette.get(algo), "--"))
-        here = scripted[(scripted["map"] == map_name) & (scripted["env"] == env)] if not scripted.empty else scripted
+        if scripted.empty:
+            return out
+        if isinstance(map_name, str):
+            here, column, fmt = scripted[(scripted["map"] == map_name) & (scripted["env"] == env)], "win_rate", ".2f"
+        else:  # MPE: by env and N, the scripted policies' mean test return
+            same_n = pd.to_numeric(scripted["N"], errors="coerce") == (float(n) if pd.notna(n) else np.nan)
+            here, column, fmt = scripted[(scripted["env"] == env) & same_n], "return_mean", ".0f"
         for k, r in enumerate(here.itertuples(index=False)):
-            if np.isfinite(r.win_rate):
-                out.append((r.win_rate, f"{r.label} (scripted) {r.win_rate:.2f}", greys[k % len(greys)], ":"))
+            y = getattr(r, column)
+            if np.isfinite(y):
+                out.append((y, f"{r.label} (scripted) {y:{fmt}}", greys[k % len(greys)], ":"))
         return out
 
     return lines
