@@ -24,7 +24,6 @@ from analysis.stats import AGGREGATES, LAST_K, curve_grid, final_values, t_inter
 from analysis.tables import (TASK_TEAM, ablation_rows, learning_rows, primary_metric, rate_bounds,  # noqa: E402
                              task_team_label)
 
-N_BOOT = 1000
 PALETTE = "colorblind"
 
 
@@ -295,8 +294,11 @@ def competitive(rows: pd.DataFrame, paper: Paper | None = None, metric: str = "t
     for ax, (n, name) in zip(axes, panels.itertuples(index=False)):
         data = rows[_eq(rows["N"], n) & (rows["setting"] == name)]
         grid = curve_grid(data, points=points, group=["team"])
-        sns.lineplot(data=grid, x="step", y="value", hue="team_label", errorbar=("ci", 95), n_boot=N_BOOT,
-                     seed=0, ax=ax, palette=PALETTE)
+        colors = sns.color_palette(PALETTE, max(grid["team_label"].nunique(), 1))
+        for color, (label, sub) in zip(colors, grid.groupby("team_label", sort=True)):
+            b = band(sub, "team_label")  # the tables' t interval, as in curves()
+            ax.plot(b["step"], b["mean"], color=color, lw=1.8, label=label)
+            ax.fill_between(b["step"], b["low"], b["high"], color=color, alpha=0.18, lw=0)
         runs = data["run_id"].nunique()
         ax.set_title(f"N={n}: {name} ({runs} run{'s' if runs > 1 else ''})", fontsize=9)
         ax.set_ylabel(metric_label(metric))

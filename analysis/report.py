@@ -374,7 +374,7 @@ def build_report(frame: pd.DataFrame, paper: Paper, out: Path, source: str, form
     doc.heading("Predator-prey (Figs. 6-8)")
     figure("curves-predator", "Fig. 6: predators' test return vs random prey",
            lambda: figures.curves(select_preset(primary, "predator"), paper=paper, last=last))
-    figure("competitive", "Fig. 7: competitive training, each team's test return (mean, 95% CI)",
+    figure("competitive", "Fig. 7: competitive training, each team's test return (mean over seeds, 95% t interval)",
            lambda: figures.competitive(tables.competitive_runs(primary), paper=paper))
     table("competitive", "Fig. 7 in numbers: final test return per team",
           lambda: fmt_summary(tables.competitive_table(primary, paper, last=last), ["N", "setting", "team_label"]))
