@@ -87,7 +87,9 @@ def table1_display(cells: pd.DataFrame, paper: Paper, baselines: pd.DataFrame | 
     (map, env, budget, setting) to the code versions the row's runs came from."""
     algos = list(paper.algo_order) + sorted(set(cells["algo"].dropna()) - set(paper.algo_order))
     maps = list(paper.map_order) + sorted(set(cells["map"].dropna()) - set(paper.map_order))
-    policies = [] if baselines is None or baselines.empty else list(dict.fromkeys(baselines["label"]))
+    maps_only = None if baselines is None or baselines.empty else \
+        baselines[baselines["map"].notna() & pd.to_numeric(baselines["win_rate"], errors="coerce").notna()]
+    policies = [] if maps_only is None else list(dict.fromkeys(maps_only["label"]))  # MPE records have no map
     out = []
     for map_name in maps:
         here = cells[cells["map"] == map_name]

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from test_analysis_support import make_experiment, plateau, run
 
@@ -104,6 +105,9 @@ def test_scripted_baselines_beside_table1_and_out_of_the_aggregates(tmp_path, pa
     other = frame.assign(**{"env.map_name": "8m"})
     assert for_runs(records, other).empty  # a baseline of another map never applies
     _, display = table1_outputs(frame, paper, baselines=mine)
+    mpe = mine.iloc[:1].assign(map=None, env="mpe_spread", label="nearest landmark", win_rate=float("nan"))
+    _, display = table1_outputs(frame, paper, baselines=pd.concat([mine, mpe], ignore_index=True))
+    assert "nearest landmark (scripted)" not in display.columns  # a spread policy has no win rate on a map
     row = display.set_index("map").loc["3m"]
     assert row["focus fire (scripted)"] == "0.49 [0.46, 0.52]" and row["uniform random (scripted)"] == "0.00 [0.00, 0.00]"
     won = scripted_maps(paper, mine)
