@@ -142,11 +142,12 @@ def curves(frame: pd.DataFrame, metric: str | None = None, hue: str = "team_algo
         for y, text, color, style in refs:
             ax.axhline(y, color=color, ls=style, lw=1.0, alpha=0.9, label=text)
         if mark is not None and np.isfinite(scale):
-            ax.axvline(mark, color="0.3", ls=":", lw=1.0, label=f"paper: {mark:g} iterations")
+            ax.axvline(mark, color="tab:red", ls="--", lw=1.0, alpha=0.8, label=f"paper: {mark:g} iterations")
         ax.set_title(label, fontsize=10)
         ax.set_ylabel(metric_label(name))
-        if rates:
-            ax.set_ylim(-0.03, 1.03)
+        if rates:  # one 0-1 scale; the space above 1 holds the legend, clear of the curves
+            ax.set_ylim(-0.03, 1.03 if lines is None else 1.6)
+            ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         elif zoom and late_values:
             v = np.concatenate(late_values)
             if v.size:
@@ -158,7 +159,10 @@ def curves(frame: pd.DataFrame, metric: str | None = None, hue: str = "team_algo
             ax.grid(alpha=0.3)
         else:
             _steps_axis(ax)
-        ax.legend(fontsize=6.5, loc="best", framealpha=0.8)
+        if rates and lines is not None:
+            ax.legend(fontsize=5.8, loc="upper center", ncol=2, framealpha=0.9, columnspacing=0.8)
+        else:
+            ax.legend(fontsize=6.5, loc="best", framealpha=0.8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
