@@ -47,7 +47,10 @@ def _parser() -> argparse.ArgumentParser:
                    "ablation_clip, appendix")
     p.add_argument("--metric", default=None, help="metric to plot or tabulate (default: the task's test win rate, "
                    "else test return)")
-    p.add_argument("--last", type=int, default=1, help="average each run's last K test evaluations (default 1)")
+    p.add_argument("--last", type=int, default=None, help="a run's final value is the mean of its last K test "
+                   "evaluations, in tables, figures, aggregates and claims (default 3)")
+    p.add_argument("--baselines", default=None, help="directory of scripted-baseline records (default "
+                   "results/baselines/; `asae baselines` writes them)")
     p.add_argument("--format", default="png,svg", help="figure formats (default png,svg)")
     p.add_argument("--paper", default=None, help="directory of the paper's reference data (default results/paper/)")
     p.add_argument("--any-settings", action="store_true", help="also use runs with other hyper-parameters than "
@@ -77,6 +80,9 @@ def check_out_dir(out: Path) -> None:
 
 def report_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    from analysis.stats import LAST_K
+
+    args.last = LAST_K if args.last is None else args.last
     if args.last < 1:
         raise ConfigError(f"--last={args.last} must be at least 1")
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
@@ -115,12 +121,32 @@ def report_main(argv: list[str]) -> int:
 
 # ----------------------------------------------------------------------------- one handler per command
 
+def _baselines(args, frame):
+    """The scripted-baseline records (--baselines, default results/baselines), those of frame's envs."""
+    from analysis.baselines import for_runs, load_baselines
+
+    if args.baselines is not None and not Path(args.baselines).is_dir():
+        raise ConfigError(f"--baselines {args.baselines!r} is not a directory of baseline records")
+    records = load_baselines(args.baselines)
+    return records if frame is None else for_runs(records, frame)
+
+
+def _primary(frame):
+    """One setting per task and algorithm; what is left out is said on stderr, one line each."""
+    from analysis.loaders import primary_settings
+
+    kept, notes = primary_settings(frame)
+    for line in notes:
+        _log(f"not pooled: {line}")
+    return kept
+
+
 def _table1(frame, paper, args, out, formats) -> int:
     from analysis.paper import WIN_RATE
     from analysis.report import table1_outputs, write_table
 
     metric = args.metric or WIN_RATE
-    cells, display = table1_outputs(frame, paper, metric=metric, last=args.last)
+    cells, display = table1_outputs(frame, paper, metric=metric, last=args.last, baselines=_baselines(args, frame))
     if cells["mean"].notna().sum() == 0:
         envs = sorted({str(e) for e in frame["env"].dropna().unique()})
         raise ConfigError(f"no run logs {metric} on a SMAC-like map (runs found: {', '.join(envs) or 'none'})")
@@ -153,9 +179,10 @@ def _curves(frame, paper, args, out, formats) -> int:
     title = f"runs of preset {args.preset}" if args.preset else ""
     param = ABLATION_OF.get(preset_name(args.preset))
     if param:  # an ablation preset: one line per value of its parameter
-        fig = figures.ablation(ablation_frame(frame, param, paper), param, metric=args.metric, title=title)
+        fig = figures.ablation(ablation_frame(frame, param, paper), param, metric=args.metric, title=title,
+                               last=args.last)
     else:
-        fig = figures.curves(frame, metric=args.metric, paper=paper, title=title)
+        fig = figures.curves(_primary(frame), metric=args.metric, paper=paper, title=title, last=args.last)
     _figure(fig, out, f"curves-{args.preset}" if args.preset else "curves", formats)
     return 0
 
@@ -166,7 +193,7 @@ def _ablation(param: str):
         from analysis.report import ablation_frame, fmt_summary
 
         frame = ablation_frame(frame, param, paper)
-        _figure(figures.ablation(frame, param, metric=args.metric), out, f"ablation-{param}", formats)
+        _figure(figures.ablation(frame, param, metric=args.metric, last=args.last), out, f"ablation-{param}", formats)
         _print_table(fmt_summary(tables.param_table(frame, param, metric=args.metric, last=args.last),
                                  ["task", "metric", param]))
         return 0
@@ -198,11 +225,15 @@ def _competitive(frame, paper, args, out, formats) -> int:
 def _aggregate(frame, paper, args, out, formats) -> int:
     from analysis import figures
     from analysis.paper import WIN_RATE
-    from analysis.report import _aggregate_display, _profile_figure, aggregate_outputs
+    from analysis.report import _aggregate_display, _profile_figure, aggregate_outputs, scripted_maps
 
-    table = aggregate_outputs(frame, metric=args.metric or WIN_RATE, last=args.last)[0]
+    frame = _primary(frame)
+    won = scripted_maps(paper, _baselines(args, frame))
+    for map_name, why in sorted(won.items()):
+        _log(f"left out of the aggregates: {map_name} ({why})")
+    table = aggregate_outputs(frame, metric=args.metric or WIN_RATE, last=args.last, exclude=list(won))[0]
     _figure(figures.aggregates(table, paper), out, "aggregate", formats)
-    _figure(_profile_figure(frame, paper, args.last), out, "performance-profile", formats)
+    _figure(_profile_figure(frame, paper, args.last, list(won)), out, "performance-profile", formats)
     _print_table(_aggregate_display(table, paper))
     return 0
 
@@ -210,7 +241,7 @@ def _aggregate(frame, paper, args, out, formats) -> int:
 def _claims(frame, paper, args, out, formats) -> int:
     from analysis.claims import evaluate
 
-    verdicts = evaluate(frame, paper)
+    verdicts = evaluate(frame, paper, last=args.last, baselines=_baselines(args, frame))
     _print_table(verdicts[["id", "paper", "ours", "verdict", "why"]])
     if args.out:
         from analysis.report import write_table
@@ -225,7 +256,7 @@ def _all(frame, paper, args, out, formats) -> int:
 
     _log(f"writing the report to {out}/")
     for path in build_report(frame, paper, out, args.runs, formats=formats, last=args.last,
-                             any_settings=args.any_settings, log=_log):
+                             any_settings=args.any_settings, log=_log, baselines=_baselines(args, None)):
         print(path)
     return 0
 

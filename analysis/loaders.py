@@ -547,6 +547,7 @@ def to_frame(report: LoadReport, latest_only: bool = True, skip_running: bool = 
             frame[col] = config[col].astype("category").take(idx).reset_index(drop=True)
     frame.attrs["skipped"] = skipped
     frame.attrs["flagged"] = list(report.flagged)
+    frame.attrs["provenance"] = {raw.run_id: recorded_provenance(raw) for raw in (report.runs[i] for i in keep)}
     # Every Sacred run read, attempts of resumed runs and RUNNING ones included: what the runs cost.
     frame.attrs["run_times"] = [{**run_time(raw), "run_key": f["run_key"], "preset": f["preset"]}
                                 for raw, f in zip(report.runs, fields)]
@@ -594,3 +595,219 @@ def runs_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per run: the standard run columns and the flattened config."""
     cols = [c for c in frame.columns if c not in ("team", "team_algo", "metric", "step", "value")]
     return frame[cols].drop_duplicates("run_id").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- cells: what may be pooled
+
+# Config entries that change neither what a run learns nor what it measures: bookkeeping, where output
+# goes, how the work is split. Every other entry (t_max, learning rates, env options, the env backend's
+# version in env_info.backend, test_episodes, ...) separates runs that would otherwise share a cell.
+NOT_SETTINGS = frozenset({
+    "seed", "seeds", "run_key", "tags", "preset", "resume_from", "checkpoint_interval", "log_interval", "progress",
+    "device", "torch_threads", "env_info.step_unit", "env_info.teams", "name", "db", "mongo_url", "observers",
+})
+NOT_SETTING_PREFIXES = ("provenance.", "slurm.", "mongo.")
+BUDGET_KEY = "t_max"
+TEAM_PREFIX = "teams."
+
+
+def _setting_value(value: Any) -> str | None:
+    """A config value as comparable text (10 and 10.0 alike); None for a missing entry."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool):
+        return str(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:g}" if math.isfinite(number) else str(value)
+
+
+def run_settings(frame: pd.DataFrame, group: Iterable[str] = ("env", "map", "N", "algo"),
+                 exclude: Iterable[str] = ()) -> pd.DataFrame:
+    """Per run: its budget (config `t_max`, NaN when not recorded) and its setting, the entries of its
+    config that differ between runs of the same ``group`` (task and algorithm), as "key=value, ..." text
+    ("" when its group's runs agree on everything that changes results). An entry a run does not record
+    (an older config) is unknown, not different. ``exclude`` names entries a caller compares on purpose
+    (an ablation's parameter)."""
+    runs = runs_table(frame)
+    if runs.empty:
+        return pd.DataFrame(columns=["run_id", "budget", "setting"])
+    skip = set(NOT_SETTINGS) | set(exclude) | set(STANDARD) | {BUDGET_KEY}
+    # Who plays which team (config `teams`) is part of the task, like the map: it joins the group.
+    group = [*group, *sorted(c for c in runs.columns if c.startswith(TEAM_PREFIX))]
+    keys = [c for c in runs.columns if c not in skip and not c.startswith((*NOT_SETTING_PREFIXES, TEAM_PREFIX))]
+    budget = pd.to_numeric(runs[BUDGET_KEY].astype(object), errors="coerce") if BUDGET_KEY in runs \
+        else pd.Series(np.nan, index=runs.index)
+    labels = pd.Series("", index=runs.index, dtype=object)
+    group = [g for g in group if g in runs.columns]
+    for _, sub in (runs.groupby(group, observed=True, dropna=False) if group else [((), runs)]):
+        varied = []
+        for key in keys:
+            values = sub[key].astype(object).map(_setting_value)
+            if values.dropna().nunique() > 1:
+                varied.append((key, values))
+        for idx in sub.index:
+            parts = [f"{key}={values[idx]}" for key, values in varied if values[idx] is not None]
+            labels[idx] = ", ".join(parts)
+    return pd.DataFrame({"run_id": runs["run_id"].astype(str).to_numpy(), "budget": budget.to_numpy(dtype=float),
+                         "setting": labels.to_numpy()})
+
+
+def with_settings(frame: pd.DataFrame, exclude: Iterable[str] = ()) -> pd.DataFrame:
+    """``frame`` with the columns `budget` and `setting` of run_settings (replacing any already there)."""
+    settings = run_settings(frame, exclude=exclude).set_index("run_id")
+    ids = frame["run_id"].astype(str)
+    out = frame.drop(columns=[c for c in ("budget", "setting") if c in frame.columns])
+    out = out.assign(budget=ids.map(settings["budget"]).to_numpy(dtype=float),
+                     setting=ids.map(settings["setting"]).fillna("").to_numpy(dtype=object))
+    out.attrs = dict(frame.attrs)
+    return out
+
+
+def setting_text(budget: float, setting: str) -> str:
+    """"t_max=500k" or "t_max=500k, lr=0.0005": what a group of runs shares, for people."""
+    parts = [f"t_max={_steps_text(budget)}" if np.isfinite(budget) else "t_max unknown"]
+    return ", ".join(parts + ([setting] if setting else []))
+
+
+def _steps_text(steps: float) -> str:
+    for div, unit in ((1e6, "M"), (1e3, "k")):
+        if abs(steps) >= div:
+            return f"{steps / div:.3g}{unit}"
+    return f"{int(steps)}"
+
+
+def primary_settings(frame: pd.DataFrame, group: Iterable[str] = ("env", "map", "N", "algo"),
+                     exclude: Iterable[str] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """Per task and algorithm, the runs of one setting: the one most runs share, ties going to the
+    longest budget. Returns those rows (with `budget` and `setting` columns) and one line per group of
+    runs left out, saying which runs and why, so nothing is pooled in silence and nothing dropped unsaid."""
+    frame = with_settings(frame, exclude=exclude)
+    runs = frame.drop_duplicates("run_id")
+    group = [g for g in [*group, *sorted(c for c in runs.columns if str(c).startswith(TEAM_PREFIX))]
+             if g in runs.columns]
+    keep, notes = set(), []
+    for key, sub in (runs.groupby(group, observed=True, dropna=False) if group else [((), runs)]):
+        key = key if isinstance(key, tuple) else (key,)
+        sets = sub.groupby(["budget", "setting"], dropna=False)["run_id"].agg(list).reset_index()
+        sets["n"] = sets["run_id"].map(len)
+        sets["_b"] = sets["budget"].fillna(-1.0)
+        sets = sets.sort_values(["n", "_b", "setting"], ascending=[False, False, True]).reset_index(drop=True)
+        keep.update(sets.loc[0, "run_id"])
+        if len(sets) > 1:
+            what = " ".join(str(k) for k in key if k is not None and k is not pd.NA and str(k) not in ("nan", "<NA>"))
+            kept = setting_text(sets.loc[0, "budget"], sets.loc[0, "setting"])
+            for row in sets.iloc[1:].itertuples(index=False):
+                notes.append(f"{what}: {row.n} run(s) with {setting_text(row.budget, row.setting)} left out "
+                             f"(they differ from the {sets.loc[0, 'n']} run(s) with {kept} shown)")
+    out = frame[frame["run_id"].astype(str).isin(keep)]
+    out.attrs = dict(frame.attrs)
+    return out, notes
+
+
+# ----------------------------------------------------------------------------- provenance
+
+PROVENANCE_FILE = "provenance.json"
+PROVENANCE_DEPTH = 4  # parent directories searched for a provenance.json of recovered records
+
+
+def recorded_provenance(raw: RawRun, _cache: dict | None = None) -> dict | None:
+    """Which code made a run: its own record (info.json / the Mongo run's info, key "provenance"), else
+    the entry for its directory in the nearest provenance.json of a parent directory (recovered for runs
+    that predate the record; keys are run directories relative to that file), else None (unknown)."""
+    own = raw.info.get("provenance") if isinstance(raw.info, Mapping) else None
+    if isinstance(own, Mapping):
+        return dict(own)
+    if raw.source != "file" or not raw.location:
+        return None
+    run_dir = Path(raw.location)
+    cache = _PROVENANCE_FILES if _cache is None else _cache
+    for parent in list(run_dir.parents)[:PROVENANCE_DEPTH]:
+        path = parent / PROVENANCE_FILE
+        key = str(path)
+        if key not in cache:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+            except (OSError, ValueError):
+                data = None
+            cache[key] = data.get("runs") if isinstance(data, Mapping) and isinstance(data.get("runs"), Mapping) else None
+        runs = cache[key]
+        if runs is not None:
+            entry = runs.get(run_dir.relative_to(parent).as_posix())
+            return dict(entry) if isinstance(entry, Mapping) else None
+    return None
+
+
+_PROVENANCE_FILES: dict[str, Any] = {}
+
+
+# What a run's training imports: a commit that changes none of these ran the same code as its parent.
+CODE_PATHS = ("algos", "envs", "experiments", "validation", "pyproject.toml")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_CODE_COMMIT: dict[str, str] = {}
+
+
+def code_commit(commit: str, repo: Path = REPO_ROOT) -> str:
+    """The latest commit at or before ``commit`` that changed the code training runs (CODE_PATHS), from
+    this checkout's git history; ``commit`` itself where git or the commit is not available. The sweep
+    commits each finished run, so runs start at many commits that differ only in results/."""
+    if commit in _CODE_COMMIT:
+        return _CODE_COMMIT[commit]
+    found = commit
+    if (repo / ".git").exists():
+        import subprocess
+
+        try:
+            out = subprocess.run(["git", "-C", str(repo), "rev-list", "-1", commit, "--", *CODE_PATHS],
+                                 capture_output=True, text=True, timeout=10)
+            if out.returncode == 0 and out.stdout.strip():
+                found = out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    _CODE_COMMIT[commit] = found
+    return found
+
+
+def code_versions(provenance: Mapping[str, Any], run_ids: Iterable[str], repo: Path | None = REPO_ROOT) -> str:
+    """What code a group of runs came from, for people: "1 code version (2090e2f)", "3 code versions
+    (2090e2f, 6c9b48b, b3cb15a), recovered from start times", "... 1 run from a modified tree", "unknown"
+    or "2 runs unknown". A commit counts by the last commit before it that changed the code training runs
+    (code_commit; with ``repo`` None, or without git, by itself). A recovered record counts by the commit
+    checked out when the run started."""
+    commits: dict[str, int] = {}
+    unknown = dirty = recovered = no_git = 0
+    for rid in run_ids:
+        p = provenance.get(rid)
+        if not isinstance(p, Mapping):
+            unknown += 1
+            continue
+        commit = p.get("commit")
+        if not commit and isinstance(p.get("recovered"), Mapping):
+            commit = p["recovered"].get("commit")
+        if p.get("source") == "recovered":
+            recovered += 1
+        if p.get("source") == "no git checkout":
+            no_git += 1
+        if p.get("dirty"):
+            dirty += 1
+        if commit:
+            code = code_commit(str(commit), repo) if repo is not None else str(commit)
+            commits[code[:7]] = commits.get(code[:7], 0) + 1
+        elif p.get("source") != "no git checkout":
+            unknown += 1
+    parts = []
+    if commits:
+        names = ", ".join(sorted(commits, key=lambda c: (-commits[c], c)))
+        parts.append(f"{len(commits)} code version{'s' if len(commits) > 1 else ''} ({names})")
+        if recovered:
+            parts.append("recovered from start times" if recovered == sum(commits.values())
+                         else f"{recovered} recovered from start times")
+    if dirty:
+        parts.append(f"{dirty} run{'s' if dirty > 1 else ''} from a modified tree")
+    if no_git:
+        parts.append(f"{no_git} run{'s' if no_git > 1 else ''} installed without a git checkout")
+    if unknown:
+        parts.append("unknown" if not parts else f"{unknown} run{'s' if unknown > 1 else ''} unknown")
+    return ", ".join(parts) or "unknown"

@@ -20,6 +20,7 @@ class Paper:
     maps: pd.DataFrame  # map, smax (yes/no), note
     algorithms: pd.DataFrame  # algo, label, paper_label
     claims: list[dict]
+    captions: list[dict]  # results stated only as figure captions: nothing a run can check
     settings: pd.DataFrame  # algo, param, value: the paper's hyper-parameters (ASAE: m = 10, clip = 0.1)
 
     @property
@@ -37,6 +38,13 @@ class Paper:
     def map_note(self, map_name: str) -> str:
         row = self.maps[self.maps["map"] == map_name]
         return str(row["note"].iloc[0]) if len(row) and isinstance(row["note"].iloc[0], str) else ""
+
+    def scripted_wins(self, map_name: str) -> bool:
+        """maps.csv `scripted_wins`: on SMAX a scripted policy wins this map (results/baselines measures it)."""
+        if "scripted_wins" not in self.maps:
+            return False
+        row = self.maps[self.maps["map"] == map_name]
+        return bool(len(row)) and str(row["scripted_wins"].iloc[0]).lower() == "yes"
 
     def smax_can_run(self, map_name: str) -> bool:
         row = self.maps[self.maps["map"] == map_name]
@@ -75,7 +83,8 @@ def load_paper(directory: str | Path | None = None) -> Paper:
         algorithms = pd.read_csv(directory / "algorithms.csv")
         settings = pd.read_csv(directory / "settings.csv")
         with open(directory / "claims.toml", "rb") as f:
-            claims = tomllib.load(f).get("claim", [])
+            data = tomllib.load(f)
+        claims, captions = data.get("claim", []), data.get("caption", [])
     except FileNotFoundError as exc:
         raise ConfigError(f"paper reference data missing: {exc.filename} (expected in {directory})") from None
     except (tomllib.TOMLDecodeError, pd.errors.ParserError) as exc:
@@ -83,4 +92,4 @@ def load_paper(directory: str | Path | None = None) -> Paper:
     for col in ("map", "algo", "win_rate"):
         if col not in table1.columns:
             raise ConfigError(f"{directory / 'table1.csv'} needs columns map, algo, win_rate")
-    return Paper(table1=table1, maps=maps, algorithms=algorithms, claims=claims, settings=settings)
+    return Paper(table1=table1, maps=maps, algorithms=algorithms, claims=claims, settings=settings, captions=captions)

@@ -141,10 +141,14 @@ class Document:
 
 
 def _inline(text: str) -> str:
-    """The Markdown the report's paragraphs use: `code`, *emphasis*, blank-line paragraphs."""
+    """The Markdown the report's paragraphs use: `code`, **strong**, *emphasis*, blank-line paragraphs."""
     parts = html.escape(text).split("`")
-    out = "".join(f"<code>{p}</code>" if i % 2 else re.sub(r"\*([^*]+)\*", r"<em>\1</em>", p)
-                  for i, p in enumerate(parts))
+
+    def marks(p: str) -> str:
+        p = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", p)
+        return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", p)
+
+    out = "".join(f"<code>{p}</code>" if i % 2 else marks(p) for i, p in enumerate(parts))
     return out.replace("\n\n", "</p><p>")
 
 

@@ -19,9 +19,11 @@ import pandas as pd
 
 TASK = ["env", "map", "N"]
 CI_LEVEL = 0.95
+# "Final" = the mean of each run's last LAST_K test evaluations (docs/analysis.md argues the choice).
+LAST_K = 3
 
 
-def final_values(frame: pd.DataFrame, metric: str, last: int = 1, by: Sequence[str] = ()) -> pd.DataFrame:
+def final_values(frame: pd.DataFrame, metric: str, last: int = LAST_K, by: Sequence[str] = ()) -> pd.DataFrame:
     """One row per run (and team): the mean of the run's last ``last`` logged values of ``metric``,
     the step it reached, and the ``by`` columns."""
     rows = frame[frame["metric"] == metric]
@@ -31,7 +33,8 @@ def final_values(frame: pd.DataFrame, metric: str, last: int = 1, by: Sequence[s
     keys = ["run_id", "team"]
     tail = rows.groupby(keys, observed=True, sort=False).tail(last)
     out = tail.groupby(keys, observed=True, sort=False).agg(final=("value", "mean"), final_step=("step", "max"))
-    info_cols = [c for c in dict.fromkeys([*by, "team_algo", "algo", "seed", "status", *TASK]) if c not in keys]
+    info_cols = [c for c in dict.fromkeys([*by, "team_algo", "algo", "seed", "status", *TASK, "budget", "setting"])
+                 if c not in keys and c in rows.columns]
     info = rows.drop_duplicates(keys).set_index(keys)[info_cols]
     return out.join(info).reset_index()
 
@@ -58,10 +61,12 @@ def summarize(finals: pd.DataFrame, by: Sequence[str], bounds: tuple[float, floa
         mean, low, high = t_interval(group["final"])
         if bounds is not None and np.isfinite(low):
             low, high = max(low, bounds[0]), min(high, bounds[1])
+        ordered = group.sort_values("seed", kind="stable") if "seed" in group else group
         rows.append({**dict(zip(by, key)), "mean": mean, "ci_low": low, "ci_high": high,
                      "std": float(group["final"].std(ddof=1)) if len(group) > 1 else math.nan,
-                     "n_seeds": int(len(group)), "steps": float(group["final_step"].min())})
-    return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "std", "n_seeds", "steps"])
+                     "n_seeds": int(len(group)), "steps": float(group["final_step"].min()),
+                     "seeds": tuple(float(v) for v in ordered["final"])})
+    return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "std", "n_seeds", "steps", "seeds"])
 
 
 # ----------------------------------------------------------------------------- rliable aggregates
@@ -189,3 +194,86 @@ def convergence_step(steps: np.ndarray, mean_curve: np.ndarray, tolerance: float
     last_out = np.nonzero(outside)[0]
     k = 0 if last_out.size == 0 else int(last_out[-1]) + 1
     return float(steps[min(k, len(steps) - 1)])
+
+
+# ----------------------------------------------------------------------------- two algorithms
+
+def welch(a: Iterable[float], b: Iterable[float], level: float = CI_LEVEL) -> dict:
+    """Difference of means a - b over seeds: Welch's t interval and two-sided test (unequal variances;
+    Welch-Satterthwaite degrees of freedom) and Hedges' g (the difference in pooled standard deviations,
+    small-sample corrected). With no spread in either group the interval is the difference itself, p is
+    0 (different) or 1 (equal) and g is not defined (NaN)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in a if np.isfinite(v)], dtype=float)
+    y = np.asarray([v for v in b if np.isfinite(v)], dtype=float)
+    out = {"diff": math.nan, "low": math.nan, "high": math.nan, "p": math.nan, "g": math.nan,
+           "n_a": int(x.size), "n_b": int(y.size), "test": "Welch t"}
+    if x.size == 0 or y.size == 0:
+        return out
+    diff = float(x.mean() - y.mean())
+    out["diff"] = diff
+    if x.size < 2 or y.size < 2:
+        return out
+    va, vb = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(va + vb)
+    if se < 1e-12:
+        out.update(low=diff, high=diff, p=0.0 if abs(diff) > 1e-12 else 1.0)
+        return out
+    df = (va + vb) ** 2 / ((va ** 2) / (x.size - 1) + (vb ** 2) / (y.size - 1)) if va + vb > 0 else x.size + y.size - 2
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    pooled = math.sqrt(((x.size - 1) * x.var(ddof=1) + (y.size - 1) * y.var(ddof=1)) / (x.size + y.size - 2))
+    g = diff / pooled * (1 - 3 / (4 * (x.size + y.size) - 9)) if pooled > 1e-12 else math.nan
+    out.update(low=diff - half, high=diff + half, p=float(2 * stats.t.sf(abs(diff) / se, df)), g=g, df=df)
+    return out
+
+
+def welch_text(w: dict, digits: int = 2) -> str:
+    """"difference -0.10 [-0.58, 0.38] (Welch t, p = 0.55), Hedges' g = -0.41"."""
+    if not np.isfinite(w["diff"]):
+        return "no difference to compute"
+    text = f"difference {w['diff']:+.{digits}f}"
+    if np.isfinite(w["low"]):
+        text += f" [{w['low']:+.{digits}f}, {w['high']:+.{digits}f}] ({w['test']}, p = {w['p']:.2g})"
+    else:
+        text += " (too few seeds for a test)"
+    if np.isfinite(w["g"]):
+        text += f", Hedges' g = {w['g']:+.1f}"
+    return text
+
+
+# ----------------------------------------------------------------------------- one seed's curve
+
+def settling_step(steps: np.ndarray, values: np.ndarray, tolerance: float = 0.05, last: int = LAST_K,
+                  scale: float | None = None, window: int = 1) -> float:
+    """When one seed's curve settles: the first evaluation after which it stays within ``tolerance`` x
+    ``scale`` of its own plateau (the mean of its last ``last`` evaluations). The first evaluation (the
+    untrained policy at t = 0) plays no part, neither as a settling point nor in the scale; ``scale``
+    defaults to the seed's range after it (max - min from the second evaluation on). NaN when the seed
+    only settles inside its final window (it has not settled) or the curve is too short."""
+    order = np.argsort(steps)
+    x, y = np.asarray(steps, dtype=float)[order], np.asarray(values, dtype=float)[order]
+    ok = np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if y.size < last + 2:
+        return math.nan
+    x, y = x[1:], y[1:]
+    if window > 1:
+        y = pd.Series(y).rolling(window, min_periods=1, center=True).mean().to_numpy()
+    plateau = float(y[-last:].mean())
+    if scale is None:
+        scale = float(y.max() - y.min())
+    band = tolerance * scale
+    outside = np.nonzero(np.abs(y - plateau) > band)[0]
+    k = 0 if outside.size == 0 else int(outside[-1]) + 1
+    return float(x[k]) if k < y.size - last + 1 else math.nan
+
+
+def is_flat(values: np.ndarray, last: int = LAST_K, tolerance: float = 0.05) -> bool:
+    """A seed has plateaued: the mean of its last ``last`` evaluations is within ``tolerance`` of the
+    mean of the ``last`` before them."""
+    y = np.asarray(values, dtype=float)
+    y = y[np.isfinite(y)]
+    if y.size < 2 * last:
+        return False
+    return abs(float(y[-last:].mean() - y[-2 * last:-last].mean())) <= tolerance

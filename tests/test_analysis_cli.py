@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import asae_cli
-from test_analysis_support import curve, make_experiment, run
+from test_analysis_support import curve, make_experiment, plateau, run
 
 from analysis.cli import COMMANDS
 from experiments.cli import main
@@ -67,7 +67,8 @@ def results(tmp_path_factory):
     obs = FileStorageObserver(str(root / "runs"))
     for algo, finals in (("asae", (1.0, 0.9)), ("coma", (0.1, 0.0))):
         for seed, final in enumerate(finals):
-            run(ex, [obs], algo=algo, seed=seed, run_key=f"{algo}-3m-{seed}", metrics={"test_battle_won_mean": curve(final)})
+            run(ex, [obs], algo=algo, seed=seed, run_key=f"{algo}-3m-{seed}",
+                metrics={"test_battle_won_mean": plateau(final)})
     spread = {"name": "mpe_spread", "n_agents": 3, "episode_limit": 25}
     for algo, base in (("asae", -20.0), ("coma", -40.0)):
         for seed in range(2):
@@ -90,9 +91,9 @@ def results(tmp_path_factory):
 def test_table1_prints_markdown_and_writes_files(results, tmp_path, capsys):
     assert report("table1", "--runs", str(results), "--out", str(tmp_path)) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("| map | backend | ASAE ours | ASAE paper | COMA ours | COMA paper |")
+    assert out[0].startswith("| map | backend | budget | ASAE ours | ASAE paper | COMA ours | COMA paper |")
     row = next(line for line in out if line.startswith("| 3m | smax"))
-    assert "| 0.95 [0.31, 1.00] n=2 | 1.00 | 0.05 [0.00, 0.69] n=2 | 0.81 |" in row
+    assert "| 0.95 [0.31, 1.00] n=2 (1.00 / 0.90) | 1.00 | 0.05 [0.00, 0.69] n=2 (0.10 / 0.00) | 0.81 |" in row
     assert {p.name for p in tmp_path.iterdir()} == {"table1.md", "table1.csv", "table1.tex"}
     assert "\\begin{tabular}" in (tmp_path / "table1.tex").read_text()
 
@@ -155,7 +156,9 @@ def test_report_all_writes_one_page_with_claims(results, tmp_path, capsys):
     assert "not run here" in md and "inconclusive" in md
     # The m = 1 ablation runs stay out of Fig. 5 and the claims; the m = 10 ones (paper settings) count.
     assert "2 run(s) with other hyper-parameters than the paper's" in md
-    assert "| mpe_spread N=3 | test_return_mean | ASAE | -19.75 [-20.55, -18.95] n=4 | 4k |" in md
+    # Final = the mean of the last 3 evaluations: (-27.5, -26.5) and the m = 10 runs' -30, -30.
+    assert ("| mpe_spread N=3 | test_return_mean | ASAE | t_max unknown | -28.50 [-31.33, -25.67] n=4 "
+            "(-30.00 / -27.50 / -30.00 / -26.50) | 4k |") in md
     for stem in ("curves-smac", "curves-spread", "competitive", "capture-rate", "ablation-m", "aggregate",
                  "performance-profile"):
         assert (out / "figures" / f"{stem}.png").is_file(), stem
@@ -198,7 +201,7 @@ def broken_beside_real_runs(results, root):
         f"skipped {runs / 'latin1-metrics'}: metrics.json is not UTF-8 text (byte 0xe9 at offset 10)",
         f"skipped {runs / 'empty-config'}: config.json is empty",
         f"skipped {runs / 'no-metrics'}: metrics.json is missing (status COMPLETED)",
-        f"skipped {runs / 'running'}: still RUNNING (t_env 4000, last heartbeat 3.0 h ago): its numbers are not final yet",
+        f"skipped {runs / 'running'}: still RUNNING (t_env 5000, last heartbeat 3.0 h ago): its numbers are not final yet",
         f"skipped {runs / 'loop'}: a symlink loop (leads back to {root})",
         f"skipped {runs / 'looping-run'}: metrics.json is unreadable (a symlink loop)",
     }

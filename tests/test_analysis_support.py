@@ -15,6 +15,9 @@ from sacred import Experiment  # noqa: E402
 
 # Called inside a run's main function (after its metrics are flushed), e.g. to look at a RUNNING run.
 DURING_RUN: list[Callable] = []
+# What the next run logs and whether it fails: test data, kept out of the run's config so that it does not
+# read as a setting that differs between runs (analysis.loaders.run_settings).
+PLAN: dict = {"metrics": {}, "fail": False}
 
 
 def make_experiment() -> Experiment:
@@ -31,11 +34,12 @@ def make_experiment() -> Experiment:
         n_envs = 4  # noqa: F841
         torch_threads = 1  # noqa: F841
         tags = []  # noqa: F841
-        metrics = {}  # name -> [[step, value], ...]  # noqa: F841
-        fail = False  # noqa: F841
+        t_max = None  # noqa: F841
+        lr = 0.001  # noqa: F841
 
     @ex.main
-    def main(_run, metrics, fail, env, learner, teams):  # taking env/learner/teams lets a run add any key to them
+    def main(_run, env, learner, teams):  # taking env/learner/teams lets a run add any key to them
+        metrics, fail = PLAN["metrics"], PLAN["fail"]
         for name, points in metrics.items():
             for step, value in points:
                 _run.log_scalar(name, value, step)
@@ -55,14 +59,18 @@ def curve(final: float, steps: int = 5, every: int = 1000) -> list[list[float]]:
     return [[k * every, final * k / (steps - 1)] for k in range(steps)]
 
 
-def run(ex: Experiment, observers: list, during: Callable | None = None, **config):
+def run(ex: Experiment, observers: list, during: Callable | None = None, metrics: dict | None = None,
+        fail: bool = False, **config):
+    """One run of ``ex`` logging ``metrics`` (name -> [[step, value], ...]); ``fail`` makes it raise."""
     config.setdefault("env", {"name": "smax", "map_name": "3m"})
     ex.observers[:] = observers
     DURING_RUN[:] = [during] if during else []
+    PLAN.update(metrics=metrics or {}, fail=fail)
     try:
         return ex.run(config_updates=config, options={"--capture": "no", "--loglevel": "ERROR"})
     finally:
         DURING_RUN.clear()
+        PLAN.update(metrics={}, fail=False)
 
 
 def test_helper_logs_the_given_values(tmp_path):
@@ -77,3 +85,10 @@ def test_helper_logs_the_given_values(tmp_path):
 
     values = json.loads((Path(logged) / "metrics.json").read_text())["test_battle_won_mean"]["values"]
     assert values == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def plateau(final: float, steps: int = 6, every: int = 1000, flat: int = 3) -> list[list[float]]:
+    """A curve that rises from 0 and then stays at ``final`` for its last ``flat`` evaluations (a run that
+    has settled, so the mean of its last few evaluations is ``final``)."""
+    rise = steps - flat
+    return [[k * every, final * min(k, rise) / rise] for k in range(steps)]
