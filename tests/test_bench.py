@@ -67,7 +67,7 @@ def test_bench_in_process_with_a_custom_env_and_learner_args(workdir):
         positive_summary(r["env_steps_per_sec"])
         positive_summary(r["update_ms"])
     [ratios] = report["ratios"]  # no env-only figure: only ASAE against COMA
-    assert set(ratios) == {"task", "n_envs", "batch_size", "asae_over_coma_time_per_step"}
+    assert set(ratios) == {"task", "n_envs", "batch_size", "pack", "asae_over_coma_time_per_step"}
 
 
 def test_bench_update_only_times_train_on_one_fixed_batch(workdir):
