@@ -364,7 +364,7 @@ def print_final(env_cfg: Mapping[str, Any], final: Mapping[str, float], history:
     smax = env_cfg.get("name") == "smax"
     key = "test_battle_won_mean" if smax else "test_return_mean"
     untrained = next((v for name, step, v in history if name == key and step == 0), None)
-    print(f"[asae] {summary_line(env_cfg, final, untrained)}", flush=True)
+    print(f"[asae] {summary_line(env_cfg, final, untrained)}", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- the command

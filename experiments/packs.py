@@ -10,6 +10,7 @@ checkpoint saved first). Signals reach the calling (main) thread, as for a singl
 """
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,7 +100,7 @@ class Pack:
                                               else "test_return_mean") and step == 0), None)
                 try:
                     print(f"[asae] seed {member.seed}: {summary_line(member.cfg.env, member.last_test, untrained)}",
-                          flush=True)
+                          file=sys.stderr, flush=True)
                 except (OSError, ValueError):  # a terminal that is gone
                     pass
             slot.decided.set()

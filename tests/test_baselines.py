@@ -92,7 +92,7 @@ def test_train_ends_with_its_final_test_beside_the_cached_baselines(workdir):
     assert made.returncode == 0, made.stderr
     proc = cli("train", "with", "env.n_agents=2", *TRAIN, "-F", "runs", cwd=workdir)
     assert proc.returncode == 0, proc.stderr
-    (line,) = [x for x in proc.stdout.splitlines() if "final test return" in x]
+    (line,) = [x for x in proc.stderr.splitlines() if "final test return" in x]
     result = json.loads((workdir / "runs" / "1" / "run.json").read_text())["result"]
     metrics = json.loads((workdir / "runs" / "1" / "metrics.json").read_text())["test_return_mean"]
     assert f"final test return {result['test_return_mean']:.1f} (" in line
@@ -106,7 +106,7 @@ def test_train_ends_with_its_final_test_beside_the_cached_baselines(workdir):
     # An env no file was measured on: one line saying how to make one, and that command works.
     proc = cli("train", "with", "env.n_agents=2", "env.episode_limit=10", *TRAIN, "-F", "runs", cwd=workdir)
     assert proc.returncode == 0, proc.stderr
-    (line,) = [x for x in proc.stdout.splitlines() if "final test return" in x]
+    (line,) = [x for x in proc.stderr.splitlines() if "final test return" in x]
     hint = re.search(r"no cached baseline for this env; `(asae baselines [^`]+)` makes one$", line)
     assert hint, line
     assert hint[1] == "asae baselines --env mpe_spread --n-agents 2 --set episode_limit=10 --episodes 1000"

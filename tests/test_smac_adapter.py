@@ -409,8 +409,8 @@ def test_a_game_that_dies_in_training_ends_the_run_with_one_line(workdir, cli_en
     assert proc.returncode == 1 and "Traceback" not in stderr, stderr
     (line,) = [ln for ln in stderr.splitlines() if ln.startswith("asae train:")]
     assert re.fullmatch(r"asae train: env=smac: game 0 of 4 \(map 3m, seed \d+\) died during step: its worker "
-                        r"process \(pid \d+\) was killed by SIGKILL; the run FAILED \(rerun it with resume_from=<run "
-                        r"directory> to continue from its last checkpoint, if it wrote one\)", line), line
+                        r"process \(pid \d+\) was killed by SIGKILL; the run FAILED \(to continue from its last "
+                        r"checkpoint, if it wrote one: asae train with .* resume_from=results/runs/1\)", line), line
     assert json.loads((workdir / "results" / "runs" / "1" / "run.json").read_text())["status"] == "FAILED"
     assert all_gone(journal.processes())
 
