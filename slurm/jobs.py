@@ -65,6 +65,19 @@ def readable_checkpoint(run_key: str, records) -> Path | None:
     return None
 
 
+def run_on_disk(config_updates: dict[str, Any], named_configs: tuple[str, ...], results_dir: str, submitted_key: str):
+    """What a job finds of its run when it starts: (run_key now, its Sacred runs on disk, the COMPLETED ones);
+    a warning when the code changed what identifies the run since it was submitted."""
+    from experiments.api import find_runs, resolve_config
+
+    run_key = resolve_config(config_updates, named_configs)["run_key"]
+    if run_key != submitted_key:
+        print(f"[asae] warning: this config is now run {run_key}, submitted as {submitted_key} "
+              "(the code changed what identifies a run)", file=sys.stderr, flush=True)
+    records = find_runs(results_dir, run_key)
+    return run_key, records, [r for r in records if r.status == "COMPLETED"]
+
+
 class RunJob(submitit.helpers.Checkpointable):
     def __init__(self, config_updates: dict[str, Any], named_configs: tuple[str, ...], results_dir: str,
                  run_key: str, threads: int | None = None, commit_message: str | None = None):
@@ -116,19 +129,14 @@ class RunJob(submitit.helpers.Checkpointable):
             restore()
 
     def _run(self) -> dict[str, Any]:
-        from experiments.api import find_runs, resolve_config, train
+        from experiments.api import train
         from experiments.observers import mongo_from_environment
 
         if self.threads:
             import torch
 
             torch.set_num_threads(self.threads)
-        run_key = resolve_config(self.config_updates, self.named_configs)["run_key"]
-        if run_key != self.run_key:
-            print(f"[asae] warning: this config is now run {run_key}, submitted as {self.run_key} "
-                  "(the code changed what identifies a run)", file=sys.stderr, flush=True)
-        records = find_runs(self.results_dir, run_key)
-        done = [r for r in records if r.status == "COMPLETED"]
+        run_key, records, done = run_on_disk(self.config_updates, self.named_configs, self.results_dir, self.run_key)
         if done:
             print(f"[asae] run {run_key} already completed in {done[-1].run_dir}", flush=True)
             return {"run_key": run_key, "status": "COMPLETED", "run_dir": str(done[-1].run_dir), "ran": False}
@@ -215,7 +223,7 @@ class PackJob(RunJob):
         return [key for _, key in self.members]
 
     def _run(self) -> dict[str, Any]:
-        from experiments.api import find_runs, resolve_config, train_pack
+        from experiments.api import train_pack
         from experiments.observers import mongo_from_environment
         from experiments.trainer import read_checkpoint
 
@@ -227,12 +235,7 @@ class PackJob(RunJob):
         shared = {k: v for k, v in self.members[0][0].items() if k != "seed"}
         done = []
         for updates, submitted_key in self.members:
-            run_key = resolve_config(updates, self.named_configs)["run_key"]
-            if run_key != submitted_key:
-                print(f"[asae] warning: this config is now run {run_key}, submitted as {submitted_key} "
-                      "(the code changed what identifies a run)", file=sys.stderr, flush=True)
-            records = find_runs(self.results_dir, run_key)
-            completed = [r for r in records if r.status == "COMPLETED"]
+            run_key, records, completed = run_on_disk(updates, self.named_configs, self.results_dir, submitted_key)
             if completed:
                 print(f"[asae] run {run_key} (seed {updates['seed']}) already completed in {completed[-1].run_dir}", flush=True)
                 done.append(str(completed[-1].run_dir))
