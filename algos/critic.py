@@ -31,15 +31,9 @@ class CriticInputs(NamedTuple):
     obs: torch.Tensor
 
     def rows(self, slots: tuple[torch.Tensor, torch.Tensor] | torch.Tensor) -> "CriticInputs":
-        """The slots (episode index, time index) of ``slot_index`` -> [R, ...]; on packed inputs, an index
+        """The slots (episode index, time index) of ``SeedAxis.slot_index`` -> [R, ...]; on packed inputs, an index
         of rows."""
         return CriticInputs(self.step[slots], self.obs[slots])
-
-
-def slot_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(episode, time) indices of the true entries of a [B, S] mask. Indexing [B, T+1, ...] tensors with
-    them packs those slots; computing them is the one host sync (on a GPU) per mask: the row count."""
-    return mask.nonzero(as_tuple=True)
 
 
 class CentralQCritic(nn.Module):

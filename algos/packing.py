@@ -128,10 +128,6 @@ class SeedAxis:
             return x.mean()
         return self.masked_mean(x, valid.reshape(valid.shape + (1,) * (x.dim() - 1)))
 
-    def mean(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of a folded tensor per seed: [S] (x.mean() with one seed)."""
-        return x.mean() if not self.packed else x.reshape(self.n, -1).mean(1)
-
     def values(self, x: torch.Tensor | float) -> list[float]:
         """A per-seed metric ([S] tensor, or a scalar with one seed) -> one float per seed (one host sync)."""
         if isinstance(x, torch.Tensor):
@@ -243,12 +239,6 @@ class SeedAxis:
         flat_index = (order + torch.arange(self.n, device=mask.device).unsqueeze(1) * (b // self.n) * t).reshape(-1)
         return Slots((flat_index // t, flat_index % t), valid)
 
-    def slot_counts(self, slots: Slots) -> torch.Tensor:
-        """Real rows per seed: [S] (one entry with one seed)."""
-        if slots.valid is None:
-            return torch.tensor([slots.index[0].numel()])
-        return slots.valid.reshape(self.n, -1).sum(1)
-
     def episode_minibatches(self, n_episodes: int, n_minibatches: int) -> list[torch.Tensor]:
         """Random disjoint episode index sets, each holding the same episodes' share of every seed."""
         per_seed = n_episodes // self.n
@@ -313,11 +303,6 @@ class SeedAxis:
             for (name, t), (_, s) in zip(target.state_dict().items(), source.state_dict().items()):
                 m = mask.to(t.device).reshape((self.n,) + (1,) * (t.dim() - 1))
                 t.copy_(torch.where(m, s, t))
-
-    def seed_rows(self, n_rows: int) -> torch.Tensor:
-        """The seed of each of n_rows seed-major rows: [n_rows] int64."""
-        return torch.arange(self.n).repeat_interleave(n_rows // self.n)
-
 
 class SeedOptimizer(torch.optim.Optimizer):
     """RMSprop (PyMARL's: no momentum, not centred) or Adam over stacked parameters [S, ...], stepping

@@ -359,12 +359,21 @@ def summary_line(env_cfg: Mapping[str, Any], final: Mapping[str, float], untrain
     return f"{head} ({'; '.join(own + parts)}; {data['n_episodes']} episodes each)"
 
 
-def print_final(env_cfg: Mapping[str, Any], final: Mapping[str, float], history: Sequence[tuple[str, int, float]]) -> None:
-    """`asae train`'s last line. ``history``: the run's logged (name, step, value), for its untrained test."""
-    smax = env_cfg.get("name") == "smax"
-    key = "test_battle_won_mean" if smax else "test_return_mean"
+def final_line(env_cfg: Mapping[str, Any], final: Mapping[str, float], history: Sequence[tuple[str, int, float]]) -> str:
+    """A run's final test result beside its env's baselines. ``history``: the run's logged (name, step,
+    value), for its untrained test."""
+    key = "test_battle_won_mean" if env_cfg.get("name") == "smax" else "test_return_mean"
     untrained = next((v for name, step, v in history if name == key and step == 0), None)
-    print(f"[asae] {summary_line(env_cfg, final, untrained)}", file=sys.stderr, flush=True)
+    return summary_line(env_cfg, final, untrained)
+
+
+def print_final(env_cfg: Mapping[str, Any], final: Mapping[str, float], history: Sequence[tuple[str, int, float]],
+                prefix: str = "") -> None:
+    """`asae train`'s last line (a seed of a pack: ``prefix`` "seed N: ")."""
+    try:
+        print(f"[asae] {prefix}{final_line(env_cfg, final, history)}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # a terminal that is gone
+        pass
 
 
 # ----------------------------------------------------------------------------- the command

@@ -10,7 +10,6 @@ checkpoint saved first). Signals reach the calling (main) thread, as for a singl
 """
 from __future__ import annotations
 
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,16 +92,9 @@ class Pack:
                 slot.error = Diverged(member.failure)
             else:
                 slot.result = {"t_env": member.t_env, "episodes": member.episodes, **member.last_test}
-                from experiments.baselines import summary_line
+                from experiments.baselines import print_final
 
-                untrained = next((v for name, step, v in member.logger.history
-                                  if name == ("test_battle_won_mean" if member.cfg.env.get("name") == "smax"
-                                              else "test_return_mean") and step == 0), None)
-                try:
-                    print(f"[asae] seed {member.seed}: {summary_line(member.cfg.env, member.last_test, untrained)}",
-                          file=sys.stderr, flush=True)
-                except (OSError, ValueError):  # a terminal that is gone
-                    pass
+                print_final(member.cfg.env, member.last_test, member.logger.history, prefix=f"seed {member.seed}: ")
             slot.decided.set()
 
         try:

@@ -351,17 +351,14 @@ class Trainer:
         steps = [0] * s_count
         for _ in range(rounds):
             seeds = [seed for rng in rngs for seed in self._seeds(rng)]
-            batches, round_stats, round_steps = self.runner.run(seeds, self._schedule_t(), test_mode)
-            if s_count == 1:
-                steps[0] += round_steps
+            batches, round_stats, _ = self.runner.run(seeds, self._schedule_t(), test_mode)
             for team, batch in batches.items():
                 per_team.setdefault(team, []).append(batch)
-            for team, team_stats in round_stats.items():
-                for s in range(s_count):
-                    part = team_stats if s_count == 1 else team_stats.slice(s * n, (s + 1) * n)
-                    stats[s].setdefault(team, EpisodeStats()).extend(part)
-                    if s_count > 1 and team == next(iter(round_stats)):
-                        steps[s] += int(sum(part.lengths))
+            lengths = next(iter(round_stats.values())).lengths  # every team plays the same episodes
+            for s in range(s_count):  # member s played envs s*n .. (s+1)*n - 1
+                steps[s] += int(sum(lengths[s * n:(s + 1) * n]))
+                for team, team_stats in round_stats.items():
+                    stats[s].setdefault(team, EpisodeStats()).extend(team_stats.slice(s * n, (s + 1) * n))
         out = {}
         for team, parts in per_team.items():
             batch = EpisodeBatch.cat(parts)
