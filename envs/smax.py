@@ -44,6 +44,7 @@ from typing import Literal, Mapping, Optional
 import numpy as np
 import torch
 
+from envs import package_version
 from envs.base import EnvInfo, StepResult, TeamObs, TeamSpec, Timeout, VecEnv, timeout_as_terminal
 from validation import ConfigError, require
 from envs.smac_maps import (
@@ -258,8 +259,6 @@ class SMAXVecEnv(VecEnv):
 
 
 def backend_name(cfg: Config) -> str:
-    from envs import package_version
-
     return package_version("jaxmarl")
 
 
