@@ -38,8 +38,18 @@ class _CurrentStderr(logging.StreamHandler):
         pass
 
 
+class _NoTypeChangeWarnings(logging.Filter):
+    """Sacred warns when a value's type differs from the default's ("null" or None for an optional 0.1,
+    say); every value is type-checked by the validation layer instead, which stops a wrong one with one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Changed type of config entry")
+
+
 def _run_logger() -> logging.Logger:
     logger = logging.getLogger("asae")
+    if not any(isinstance(f, _NoTypeChangeWarnings) for f in logger.filters):
+        logger.addFilter(_NoTypeChangeWarnings())
     if not any(isinstance(h, _CurrentStderr) for h in logger.handlers):
         handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(levelname)s - %(name)s - %(message)s"))
