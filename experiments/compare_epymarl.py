@@ -30,9 +30,11 @@ For every algo and seed:
    system's wall time and env-steps/s) and OUT/curves.png (mean and min-max band over seeds), written
    atomically; the table is printed.
 
-EPyMARL tests only after a runner round that crosses `test_interval`, so its runs get t_max plus one round
-(batch_size_run envs x the episode limit: spread COMA 10 x 25, QMIX 1 x 25) to have their last test at the
-budget. A milestone reads the test point nearest to it, within half a test interval.
+EPyMARL tests only after a runner round that crosses `test_interval` past its previous test, so its runs get
+more than t_max to have their last test at the budget (`epymarl_t_max`): one round more on spread (fixed
+25-step rounds: COMA 10 x 25, QMIX 1 x 25), one round more per test on SMAX, whose battles end anywhere
+(a round: batch_size_run envs x the episode limit). A milestone reads the test point nearest to it, within
+half a test interval.
 """
 from __future__ import annotations
 
@@ -94,6 +96,7 @@ class Task:
     episode_limit: int
     default_metric: str
     scales: dict[str, Scale] | None = None  # None: the same env on both sides, values compare as they are
+    fixed_length: bool = False  # every episode lasts the episode limit
     run_args: dict[str, Any] = field(default_factory=dict)  # env_args passed on the command line, not checked
 
     @property
@@ -102,7 +105,8 @@ class Task:
 
 
 SPREAD = Task("spread", "MPE simple spread (N=3, 25-step episodes)", "gymma",
-              {"key": EPYMARL_KEY, "time_limit": TIME_LIMIT}, OUR_ENV, TIME_LIMIT, "test_return_mean", SCALES)
+              {"key": EPYMARL_KEY, "time_limit": TIME_LIMIT}, OUR_ENV, TIME_LIMIT, "test_return_mean", SCALES,
+              fixed_length=True)
 
 
 def task_of(name: str) -> Task:
@@ -117,7 +121,7 @@ def task_of(name: str) -> Task:
         cfg.check()
         return Task(name, f"SMAX {map_name} (this suite's env on both sides)", SMAX_ENV_CONFIG,
                     {"map_name": map_name}, {"name": "smax", "map_name": map_name}, cfg.limit,
-                    "test_battle_won_mean", None, {"asae_root": str(SUITE_ROOT)})
+                    "test_battle_won_mean", scales=None, run_args={"asae_root": str(SUITE_ROOT)})
     raise ConfigError(f"--task {name!r} is not valid; valid tasks are spread and smax_MAP (e.g. smax_3m)")
 
 
@@ -296,12 +300,22 @@ def round_steps(algo: str, task: Task = SPREAD) -> int:
     return REFERENCE[algo]["batch_size_run"] * task.episode_limit
 
 
+def epymarl_t_max(t_max: int, test_interval: int, round_steps: int, task: Task = SPREAD) -> int:
+    """The t_max EPyMARL is given so that its last test falls at or after ``t_max``. It tests after the
+    first round that ends ``test_interval`` steps past its previous test, so every test lands up to a
+    round late and the delays add up: spread's fixed-length rounds end exactly on the interval (one
+    round more suffices); SMAX's battles end anywhere, so one round per test is added."""
+    if task.fixed_length:
+        return t_max + round_steps
+    return t_max + (t_max // test_interval + 1) * round_steps
+
+
 def epymarl_command(python: Path, algo: str, seed: int, t_max: int, test_interval: int, test_episodes: int,
                     task: Task = SPREAD) -> list[str]:
     log_every = max(1, test_interval // 2)
     env_args = [f"env_args.{k}={v}" for k, v in {**task.env_args, **task.run_args}.items()]
     return [str(python), "src/main.py", f"--config={algo}", f"--env-config={task.env_config}", "with",
-            *env_args, f"t_max={t_max + round_steps(algo, task)}",
+            *env_args, f"t_max={epymarl_t_max(t_max, test_interval, round_steps(algo, task), task)}",
             f"test_interval={test_interval}", f"test_nepisode={test_episodes}", f"log_interval={log_every}",
             f"runner_log_interval={log_every}", f"learner_log_interval={log_every}", f"seed={seed}"]
 
@@ -317,7 +331,8 @@ def is_wanted_run(run_dir: Path, algo: str, seed: int, t_max: int, test_interval
     if not (config.get("name") == algo and config.get("seed") == seed
             and config.get("env", "gymma") == task.env_config
             and all(env_args.get(k) == v for k, v in task.env_args.items())
-            and config.get("t_max") == t_max + config.get("batch_size_run", 1) * task.episode_limit
+            and config.get("t_max") == epymarl_t_max(t_max, test_interval, config.get("batch_size_run", 1)
+                                                     * task.episode_limit, task)
             and config.get("test_interval") == test_interval and config.get("test_nepisode") == test_episodes):
         return False
     try:

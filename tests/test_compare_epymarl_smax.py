@@ -67,8 +67,8 @@ def test_epymarl_command_and_run_matching_on_smax():
     cmd = cmp.epymarl_command(cmp.Path("py"), "coma", 0, 2000, 1000, 4, task)
     assert cmd[1:5] == ["src/main.py", "--config=coma", "--env-config=asae_smax", "with"]
     assert "env_args.map_name=3m" in cmd and f"env_args.asae_root={cmp.SUITE_ROOT}" in cmd
-    assert "t_max=2600" in cmd  # one round more: 10 envs x the 60-step limit
-    assert "t_max=2060" in cmp.epymarl_command(cmp.Path("py"), "qmix", 0, 2000, 1000, 4, task)
+    assert "t_max=3800" in cmd  # one round more per test (2000 / 1000 + 1): 10 envs x the 60-step limit
+    assert "t_max=2180" in cmp.epymarl_command(cmp.Path("py"), "qmix", 0, 2000, 1000, 4, task)
     for algo in ("coma", "qmix"):
         run_dir = DATA / algo / "seed0"
         assert cmp.is_wanted_run(run_dir, algo, 0, 2000, 1000, 4, task)
