@@ -27,7 +27,8 @@ def test_sweep_list_shows_every_preset_with_its_run_count(capsys):
     rows = {line.split()[0]: line.split()[1] for line in out.splitlines()[1:]}
     assert rows == {"table1": "200", "spread": "75", "predator_prey": "25", "competitive": "30",
                     "ablation_m": "15", "ablation_clip": "15", "appendix": "27", "repro_table1": "39",
-                    "repro_spread": "12", "repro_ablation_m": "15", "repro_ablation_clip": "15"}
+                    "repro_spread": "12", "repro_ablation_m": "15", "repro_ablation_clip": "15",
+                    "repro_table1_3m": "45", "repro_control_spread": "15", "repro_fig5_rest": "15"}
     assert "map=3s5z" in out and "Table 1" in out
 
 
