@@ -19,7 +19,7 @@ SUBCOMMANDS = {
     "bench": ("experiments.bench:main", "measure env and training throughput, update time and memory"),
     "baselines": ("experiments.baselines:main", "scripted policies' scores (random, focus fire, ...) per env, cached for reports and train"),
     "provenance": ("experiments.provenance:main", "which code made runs: `recover RUNS_DIR` for runs made before they recorded it"),
-    "compare-epymarl": ("experiments.compare_epymarl:main", "COMA and QMIX beside EPyMARL's own code on MPE spread (fidelity)"),
+    "compare-epymarl": ("experiments.compare_epymarl:main", "COMA and QMIX beside EPyMARL's own code on MPE spread or SMAX (fidelity)"),
 }
 
 
