@@ -114,7 +114,9 @@ def _summary(ctx: Context, claim: dict, algo: str) -> dict:
         low, high = max(low, bounds[0]), min(high, bounds[1])
     curves = {rid: g.sort_values("step")["value"].to_numpy(float) for rid, g in rows.groupby("run_id", observed=True)}
     flat_tol = PLATEAU if bounds else PLATEAU * max(abs(mean), 1e-9)
+    budgets = pd.to_numeric(rows["budget"], errors="coerce").dropna().unique() if "budget" in rows else []
     return {"algo": algo, "mean": mean, "low": low, "high": high, "n": len(finals),
+            "budget": float(budgets[0]) if len(budgets) == 1 else math.nan,
             "steps": float(finals["final_step"].min()), "runs": list(finals["run_id"]),
             "finals": finals["final"].to_numpy(float), "seeds": tuple(finals["final"]),
             "flat": all(is_flat(c, ctx.last, flat_tol) for c in curves.values())}
@@ -155,6 +157,10 @@ def _blockers(ctx: Context, claim: dict, summaries: list[dict]) -> tuple[list[st
     few = [f"{ctx.paper.label(s['algo'])} n={s['n']}" for s in summaries if s["n"] < 2]
     if few:
         reasons.append(f"too few seeds ({', '.join(few)}) for an interval")
+    budgets = {s["budget"] for s in summaries if np.isfinite(s.get("budget", math.nan))}
+    if len(budgets) > 1:  # e.g. ASAE at 3M beside QMIX at 500k: a comparison needs one budget
+        reasons.append("budgets differ: " + ", ".join(f"{ctx.paper.label(s['algo'])} t_max={fmt_steps(s['budget'])}"
+                                                       for s in summaries if np.isfinite(s["budget"])))
     budget, remark = _budget(ctx, claim, summaries)
     if budget:
         reasons.append(budget)

@@ -28,14 +28,16 @@ def claims(paper, *items):
                                                "tolerance": 0.1, **c} for c in items])
 
 
-def smax(root, specs, settled: bool = True):
-    """specs: (algo, map, seed, final). Settled runs rise, then hold their final value for 6 evaluations."""
+def smax(root, specs, settled: bool = True, t_max: dict | None = None):
+    """specs: (algo, map, seed, final). Settled runs rise, then hold their final value for 6 evaluations.
+    ``t_max``: per algo, the budget its config records (default 8000)."""
     from sacred.observers import FileStorageObserver
 
     ex, obs = make_experiment(), FileStorageObserver(str(root))
     for algo, map_name, seed, final in specs:
         points = plateau(final, steps=9, flat=6) if settled else plateau(final, steps=6, flat=1)
-        run(ex, [obs], algo=algo, seed=seed, env={"name": "smax", "map_name": map_name}, t_max=8000,
+        run(ex, [obs], algo=algo, seed=seed, env={"name": "smax", "map_name": map_name},
+            t_max=(t_max or {}).get(algo, 8000),
             run_key=f"{algo}-{map_name}-{seed}", metrics={"test_battle_won_mean": points})
     return load_runs(root)
 
@@ -75,6 +77,17 @@ def test_wide_intervals_never_agree_and_short_runs_decide_once_settled(tmp_path,
     v = evaluate(moving, claims(paper, dict(id="far", kind="value", map="8m", algo="asae", paper=1.0, **long)))
     assert v.iloc[0]["verdict"] == "inconclusive" and v.iloc[0]["why"].startswith("budget: our runs stop at 5k")
     assert "(the numbers alone: disagrees" in v.iloc[0]["why"]
+
+
+def test_a_comparison_of_two_budgets_is_inconclusive(tmp_path, paper):
+    specs = [(a, "8m", s, f + 0.01 * s) for a, f in (("asae", 0.9), ("coma", 0.2)) for s in range(3)]
+    same = evaluate(smax(tmp_path / "same", specs), claims(paper, dict(kind="beats", map="8m", algo="asae",
+                                                                      versus="coma"))).iloc[0]
+    assert same["verdict"] == "agrees"
+    mixed = evaluate(smax(tmp_path / "mixed", specs, t_max={"coma": 4000}),
+                     claims(paper, dict(kind="beats", map="8m", algo="asae", versus="coma"))).iloc[0]
+    assert mixed["verdict"] == "inconclusive"
+    assert mixed["why"].startswith("budgets differ: ASAE t_max=8k, COMA t_max=4k") and "numbers alone: agrees" in mixed["why"]
 
 
 def test_a_map_a_scripted_policy_wins_is_inconclusive_for_the_simulator(tmp_path, paper):
