@@ -577,6 +577,7 @@ def epymarl_runs(args: argparse.Namespace) -> dict[tuple[str, int], Path]:
             raise RunFailed(f"EPyMARL {algo} seed {seed} failed (exit {proc.returncode}); see {log}")
         print(f"[compare-epymarl] EPyMARL {algo} seed {seed} done in {time.perf_counter() - start:.0f} s",
               file=sys.stderr, flush=True)
+        keep_epymarl_run(found, kept / algo / f"seed{seed}")  # kept at once: a stopped comparison keeps it
         runs[algo, seed] = found
     out = {}
     for (algo, seed), run_dir in runs.items():
