@@ -234,7 +234,7 @@ def sweep_parser() -> argparse.ArgumentParser:
                         "still its own run); default 1: one job per run")
     p.add_argument("--dry-run", action="store_true", help="print the runs and the sbatch settings; submit nothing")
     p.add_argument("--wait", action="store_true", help="slurm: wait until the submitted runs end, with progress")
-    p.add_argument("--commit", action="store_true", help="commit each run's config.json, run.json and metrics.json "
+    p.add_argument("--commit", action="store_true", help="commit each run's config.json, run.json, metrics.json and info.json "
                    "to git when it completes (and, first, completed runs not committed yet), so the same command "
                    "on a fresh clone skips them; the runs must be in a git work tree that lets them in "
                    "(results/reproduction/, the repro_* presets' default)")

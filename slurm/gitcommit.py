@@ -1,9 +1,10 @@
 """Commit completed runs to git as they finish (`asae sweep ... --commit`), so that the same sweep command
 on a fresh clone, or on another machine, finds them completed and runs only what is missing.
 
-Only a run's result files are committed: config.json (with its run_key), run.json (status, times, host)
-and metrics.json (the curves). Checkpoints, cout.txt and Sacred's _sources stay local (see .gitignore:
-results/reproduction/ lets exactly these three files in). A commit names only these paths, so whatever
+Only a run's result files are committed: config.json (with its run_key), run.json (status, times, host),
+metrics.json (the curves) and info.json (its provenance: commit, dirty flag, package versions; without it
+a committed run would not say which code made it). Checkpoints, cout.txt and Sacred's _sources stay local
+(see .gitignore: results/reproduction/ lets exactly these four files in). A commit names only these paths, so whatever
 else the user has staged stays staged and out of it. A failed commit never fails the run: it is one
 line in the log, and the next `asae sweep ... --commit` commits what is still uncommitted.
 """
@@ -17,7 +18,7 @@ from typing import Iterator, Sequence
 
 from validation import ConfigError
 
-RESULT_FILES = ("config.json", "run.json", "metrics.json")
+RESULT_FILES = ("config.json", "run.json", "metrics.json", "info.json")
 
 
 def check_committable(runs_dir: Path) -> None:
@@ -32,7 +33,7 @@ def check_committable(runs_dir: Path) -> None:
         raise ConfigError(f"--commit: {runs_dir} is not inside a git work tree")
     if proc.returncode == 0:
         raise ConfigError(f"--commit: git ignores the runs in {runs_dir}; .gitignore lets in only "
-                          "results/reproduction/runs/*/{config,run,metrics}.json (use --results results/reproduction)")
+                          "results/reproduction/runs/*/{config,run,metrics,info}.json (use --results results/reproduction)")
 
 
 class _GitFailed(Exception):
