@@ -9,11 +9,11 @@ suite does not import changes nothing); ``diff_sha1`` is the SHA-1 of ``git diff
 runs with the same hash ran the same code. git is asked with a short timeout; if it is missing, slow
 or fails, the run goes on and the record's ``note`` says why the commit is missing.
 
-Runs made before runs recorded this are recovered from git history (``asae provenance recover
-RUNS_DIR``): the commit that was HEAD when a run started is the latest commit of the branch before the
-run's start time, and Sacred's per-run MD5s of the experiment's source files are checked against that
-commit's files. The result is a ``provenance.json`` beside the runs, which :func:`run_provenance` reads
-when a run has no record of its own.
+Runs made before runs recorded this, or committed without their info.json, are recovered from git
+history (``asae provenance recover RUNS_DIR``; runs that recorded their own are left out): the commit that
+was HEAD when a run started is the latest commit of the branch before the run's start time, and Sacred's
+per-run MD5s of the experiment's source files are checked against that commit's files. The result is a
+``provenance.json`` beside the runs, which :func:`run_provenance` reads when a run has no record of its own.
 """
 from __future__ import annotations
 
@@ -113,11 +113,8 @@ def run_provenance(run_dir: str | Path) -> dict[str, Any] | None:
     """A run's provenance: its own (info.json), else its entry in the nearest provenance.json above it
     (recovered from git history), else None."""
     run_dir = Path(run_dir).resolve()
-    try:
-        own = json.loads((run_dir / "info.json").read_text()).get("provenance")
-    except (OSError, ValueError, AttributeError):
-        own = None
-    if isinstance(own, dict):
+    own = own_provenance(run_dir)
+    if own is not None:
         return own
     for parent in run_dir.parents:
         path = parent / FILE_NAME
@@ -239,16 +236,27 @@ def find_runs(runs_dir: Path) -> tuple[list[Path], list[Path]]:
     return ours, others
 
 
-def recover(runs_dir: Path, repo: Path, ref: str, relative_to: Path) -> tuple[dict[str, Any], list[Path]]:
-    """{run dir relative to ``relative_to`` -> recovered provenance} for every run below ``runs_dir``,
-    and the Sacred runs left out (not this suite's)."""
+def own_provenance(run_dir: Path) -> dict[str, Any] | None:
+    """The record a run wrote itself (info.json's ``provenance``), or None."""
+    try:
+        own = json.loads((Path(run_dir) / "info.json").read_text()).get("provenance")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return own if isinstance(own, dict) else None
+
+
+def recover(runs_dir: Path, repo: Path, ref: str, relative_to: Path) -> tuple[dict[str, Any], list[Path], list[Path]]:
+    """({run dir relative to ``relative_to`` -> recovered provenance} for every run below ``runs_dir``
+    that has no record of its own, the Sacred runs left out (not this suite's), the runs left out because
+    they recorded their own)."""
     history = _History(repo, ref)
     ours, others = find_runs(runs_dir)
+    recorded = [d for d in ours if own_provenance(d) is not None]
     out = {}
-    for run_dir in sorted(ours, key=lambda p: _natural(p.relative_to(relative_to).as_posix())):
+    for run_dir in sorted(set(ours) - set(recorded), key=lambda p: _natural(p.relative_to(relative_to).as_posix())):
         run = json.loads((run_dir / "run.json").read_text())
         out[run_dir.relative_to(relative_to).as_posix()] = recover_one(run, history, ref)
-    return out, others
+    return out, others, recorded
 
 
 def _natural(text: str) -> list:
@@ -280,12 +288,15 @@ def _recover_main(argv: list[str]) -> int:
     except _GitError:
         raise ConfigError(f"--ref {args.ref!r} is not a commit of the git checkout at {repo}") from None
     try:
-        runs, others = recover(runs_dir.resolve(), repo, args.ref, out.parent.resolve())
+        runs, others, recorded = recover(runs_dir.resolve(), repo, args.ref, out.parent.resolve())
     except ValueError:
         raise ConfigError(f"--out {out} must lie in RUNS_DIR or above it") from None
     except _GitError as exc:
         raise ConfigError(f"cannot read the history of {repo}: {exc}") from None
     if not runs:
+        if recorded:
+            raise ConfigError(f"nothing to recover below {runs_dir}: its {len(recorded)} runs each recorded their "
+                              "own provenance (info.json)")
         raise ConfigError(f"no runs of this suite below {runs_dir} (directories with a run.json of experiment "
                           f"{EXPERIMENT_NAME!r})")
     command = " ".join(["asae provenance recover", *argv])
@@ -297,6 +308,7 @@ def _recover_main(argv: list[str]) -> int:
     elsewhere = sum(1 for r in runs.values() if r["recovered"]["sources_commit"] not in (None, r["commit"]))
     print(f"{out}: {len(runs)} runs; sources match HEAD at start in {matched}, another commit in {elsewhere}, "
           f"no commit in {len(runs) - matched - elsewhere}"
+          + (f"; {len(recorded)} runs that recorded their own left out" if recorded else "")
           + (f"; {len(others)} Sacred runs of other code left out" if others else ""))
     return 0
 

@@ -131,12 +131,15 @@ def test_recover_finds_the_head_at_start_and_checks_the_sources_against_it(tmp_p
     ahead = _run(runs, "3", "2026-01-01T13:30:00", names(v2))  # HEAD c2, but the tree already held c3's config
     dirty = _run(runs, "4", "2026-01-01T15:00:00", {"config.py": "A = 99\n", "experiment.py": "E = 1\n"})
     _run(runs, "5", "2026-01-01T15:00:00", names(v1), experiment="pymarl")  # another codebase's run
+    own = _run(runs, "6", "2026-01-01T15:00:00", names(v2))  # recorded its own: nothing to recover
+    (own / "info.json").write_text(json.dumps({"provenance": {"source": "git", "commit": "e" * 40}}))
     before = {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()}
 
     proc = subprocess.run(asae_cli() + ["provenance", "recover", str(runs), "--repo", str(repo)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "4 runs" in proc.stdout and "1 Sacred runs of other code left out" in proc.stdout
+    assert "1 runs that recorded their own left out" in proc.stdout
     out = tmp_path / "results" / "provenance.json"
     data = json.loads(out.read_text())
     assert sorted(data["runs"]) == ["runs/1", "runs/2", "runs/3", "runs/4"]
@@ -153,6 +156,7 @@ def test_recover_finds_the_head_at_start_and_checks_the_sources_against_it(tmp_p
         assert record["recovered"]["confidence"] == "HEAD at start time; dirty state unknown"
         assert record["packages"]["numpy"] == "2.4.6" and record["packages"]["torch"] is None
     assert {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()} == before  # run files untouched
+    assert provenance.run_provenance(own)["commit"] == "e" * 40
     # A run that recorded its own provenance is read from its info.json first.
     (clean / "info.json").write_text(json.dumps({"provenance": {"source": "git", "commit": "f" * 40}}))
     assert provenance.run_provenance(clean)["commit"] == "f" * 40
@@ -172,10 +176,20 @@ def test_bad_input_is_one_line(tmp_path, args, words):
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-def test_the_committed_recovered_records_cover_every_committed_run():
+def test_every_committed_run_says_which_code_made_it():
+    """Each committed reproduction run has a record: its own committed info.json, or a recovered entry."""
     runs = ROOT / "results" / "reproduction" / "runs"
     ours, _ = provenance.find_runs(runs)
+    tracked = set(subprocess.run(["git", "-C", str(ROOT), "ls-files", "results/reproduction/runs"],
+                                 capture_output=True, text=True).stdout.split())
+    if not tracked:
+        pytest.skip("no git checkout: the committed runs cannot be told from local ones")
     for run_dir in ours:
+        rel = run_dir.relative_to(ROOT).as_posix()
+        if f"{rel}/run.json" not in tracked:
+            continue  # a local run, not committed (yet)
         record = provenance.run_provenance(run_dir)
-        assert record is not None and record["source"] == "recovered", run_dir
+        assert record is not None, f"{rel}: no provenance (commit its info.json or run asae provenance recover)"
+        if record["source"] != "recovered":
+            assert f"{rel}/info.json" in tracked, f"{rel}: its own record is not committed"
         assert len(record["commit"]) == 40
