@@ -208,13 +208,15 @@ class CounterfactualActorCritic(Learner):
                                               .clamp_(min=torch.finfo(pi.dtype).tiny)))
             others = gumbel_max_available(pi_s.unsqueeze(1), batch.avail[slots].unsqueeze(1), noise)  # [R, m-1, n]
             joint = torch.cat([joint, others], dim=1)  # [R, m, n]
+        per_sample = base[0].numel()  # the critic's widest activation per (slot, sample): its first layer's [n, H]
         if rerun is None:
-            q = self.critic(base[slots], joint)  # [R, m, n, |U|]
+            q = axis.in_chunks(self.critic, base[slots], joint, row_elements=joint.shape[1] * per_sample)  # [R, m, n, |U|]
         else:
             q = rerun.q.clone()
             changed = axis.slot_index((joint != rerun.joint).any(-1)).index  # (slot, sample) pairs whose joint action moved
             if changed[0].numel():
-                q[changed] = self.critic(base[slots][changed[0]], joint[changed].unsqueeze(1)).squeeze(1)
+                q[changed] = axis.in_chunks(self.critic, base[slots][changed[0]], joint[changed].unsqueeze(1),
+                                            row_elements=per_sample).squeeze(1)
         baseline = (q * pi_s.unsqueeze(1)).sum(-1)  # V(s, u^{-a}_k) under a's own policy: [R, m, n]
         samples = MarginalSamples(packed, noise, joint, q)
         if kind == "coma":

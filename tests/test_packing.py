@@ -336,3 +336,31 @@ def test_the_packed_optimizer_steps_each_seed_as_torchs_own_and_only_the_masked_
         mine = unstack_tree(packed.state_dict()["state"], s)[0]
         theirs = opts[s].state_dict()["state"][0]
         assert set(mine) == set(theirs) and float(mine["step"]) == float(theirs["step"])
+
+
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_the_critic_on_joint_samples_in_chunks_is_the_whole_forward_bit_for_bit(seeds, monkeypatch):
+    """ASAE's m-sample critic forward runs in row chunks (SeedAxis.in_chunks); each chunk holds every
+    seed's share, and the result is the one-call forward's exactly, on ragged chunk sizes too."""
+    import algos.packing as packing
+    from algos.critic import CentralQCritic
+    from algos.packing import SeedAxis
+    from envs.base import TeamSpec
+
+    torch.manual_seed(0)
+    spec = TeamSpec("agents", n_agents=3, obs_dim=7, state_dim=11, n_actions=5)
+    critic = CentralQCritic(spec, hidden_dim=16, seeds=seeds)
+    rows, m = 10, 4  # per seed
+    base = torch.randn(seeds * rows, 3, 16)
+    joint = torch.randint(0, 5, (seeds * rows, m, 3))
+    axis = SeedAxis(seeds)
+    with torch.no_grad():
+        whole = critic(base, joint)
+        calls = []
+        counting = lambda b, j: calls.append(b.shape[0]) or critic(b, j)  # noqa: E731
+        for per_seed in (1, 3, 4, 10):  # rows per seed in a chunk: 10 chunks, 4 (ragged), 3 (ragged), 1
+            monkeypatch.setattr(packing, "CHUNK_ELEMENTS", per_seed * seeds * m * 3 * 16)
+            calls.clear()
+            chunked = axis.in_chunks(counting, base, joint, row_elements=m * 3 * 16)
+            assert torch.equal(chunked, whole)
+            assert len(calls) == -(-rows // per_seed) and calls[0] == min(per_seed, rows) * seeds
