@@ -208,7 +208,7 @@ class CounterfactualActorCritic(Learner):
                                               .clamp_(min=torch.finfo(pi.dtype).tiny)))
             others = gumbel_max_available(pi_s.unsqueeze(1), batch.avail[slots].unsqueeze(1), noise)  # [R, m-1, n]
             joint = torch.cat([joint, others], dim=1)  # [R, m, n]
-        per_sample = base[0].numel()  # the critic's widest activation per (slot, sample): its first layer's [n, H]
+        per_sample = base.shape[-2] * base.shape[-1]  # the critic's widest activation per (slot, sample): [n, H]
         if rerun is None:
             q = axis.in_chunks(self.critic, base[slots], joint, row_elements=joint.shape[1] * per_sample)  # [R, m, n, |U|]
         else:
