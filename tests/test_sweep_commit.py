@@ -1,5 +1,6 @@
 """`asae sweep --commit`: completed runs go into git as they finish (config.json, run.json, metrics.json and
 nothing else), and the same sweep command on a fresh clone skips them and runs only what is missing."""
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ from experiments.cli import main
 from tests.conftest import ROOT
 from tests.conftest_slurm import runs_of, tiny_preset
 
-RUN_FILES = ["config.json", "metrics.json", "run.json"]
+RUN_FILES = ["config.json", "info.json", "metrics.json", "run.json"]  # info.json: the run's provenance
 
 
 def git(repo: Path, *args: str) -> str:
@@ -51,11 +52,13 @@ def test_completed_runs_are_committed_and_a_fresh_clone_runs_only_what_is_missin
     assert code == 0, err
     runs = repo / "results" / "reproduction" / "runs"
     assert {p.name for p in (runs / "1").iterdir()} > set(RUN_FILES) | {"checkpoint.pt", "cout.txt"}
-    # One commit per run, holding its three result files and nothing else (no checkpoint, log or sources).
+    # One commit per run, holding its four result files and nothing else (no checkpoint, log or sources).
     for rev, run_id, agents in (("HEAD", 2, 3), ("HEAD~1", 1, 2)):
         subject, files = committed(repo, rev)
         assert files == [f"results/reproduction/runs/{run_id}/{f}" for f in RUN_FILES]
         assert subject.startswith("results: tiny run ") and subject.endswith(f"completed (env.n_agents={agents} seed=0)")
+        info = json.loads(git(repo, "show", f"{rev}:results/reproduction/runs/{run_id}/info.json"))
+        assert len(info["provenance"]["commit"]) == 40  # which code made it travels with the run
     assert git(repo, "status", "--porcelain") == ""
 
     # Another machine: a fresh clone that lacks the last commit, as if the first machine died before it.
@@ -85,7 +88,7 @@ def test_runs_already_done_are_committed_by_the_next_sweep(repo, monkeypatch, ca
     assert git(repo, "ls-files", "results") == ""
     code, out, err = sweep(repo, monkeypatch, capsys, "--executor", "debug", "--commit")
     assert code == 0, err
-    assert "committed 6 file(s) of 2 run(s): results: completed runs of tiny not committed yet" in out
+    assert "committed 8 file(s) of 2 run(s): results: completed runs of tiny not committed yet" in out
     assert sorted(git(repo, "ls-files", "results").split()) == [
         f"results/reproduction/runs/{i}/{f}" for i in (1, 2) for f in RUN_FILES]
 
