@@ -161,9 +161,9 @@ node_state() { sinfo -h -N -o %T 2>/dev/null | head -n1; }
 
 node_ready() { [[ $(node_state) =~ ^(idle|mixed|allocated|completing)$ ]]; }
 
-running() {
-    alive /run/munge/munged.pid && alive /run/slurmdbd.pid && alive /run/slurmctld.pid \
-        && alive /run/slurmd.pid && node_ready
+running() {  # every piece `status` checks: a dead MariaDB under live daemons is not a running cluster (sacct fails)
+    alive /run/munge/munged.pid && mysqladmin ping >/dev/null 2>&1 && alive /run/slurmdbd.pid \
+        && alive /run/slurmctld.pid && alive /run/slurmd.pid && node_ready
 }
 
 cmd_start() {
