@@ -48,7 +48,8 @@ SELECTORS: dict[str, tuple[str, Callable[[pd.DataFrame], pd.Series]]] = {
 ALIASES = {"table1": "smac", "repro_table1": "smac", "appendix": "smac", "smax": "smac", "sc2": "smac",
            "mpe_spread": "spread", "simple_spread": "spread", "repro_spread": "spread", "predator_prey": "predator",
            "predator-prey": "predator", "tag": "predator", "ablation-m": "ablation_m", "repro_ablation_m": "ablation_m",
-           "ablation-clip": "ablation_clip", "repro_ablation_clip": "ablation_clip"}
+           "ablation-clip": "ablation_clip", "repro_ablation_clip": "ablation_clip", "repro_table1_3m": "smac",
+           "repro_control_spread": "spread", "repro_fig5_rest": "spread"}
 ABLATION_OF = {"ablation_m": "m", "ablation_clip": "clip"}
 
 

@@ -179,3 +179,17 @@ def test_iterations_axis_marks_the_papers_point(tmp_path, paper):
     assert any(len(line.get_xdata()) == 2 and np.allclose(line.get_xdata(), [800, 800]) for line in ax.lines)
     low, high = ax.get_ylim()
     assert low > -200 and high < -90  # the first evaluation (-3000) does not set the scale
+
+
+def test_every_shipped_preset_reaches_a_report_section():
+    """A preset's runs carry its name; the report's sections pick runs by name (SELECTORS, ALIASES). A preset
+    left out of ALIASES has its runs dropped from every figure without a word (repro_table1_3m's 3M curves
+    were, until this test)."""
+    from pathlib import Path
+
+    from analysis.report import SELECTORS, preset_name
+
+    presets = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "experiments" / "presets").glob("*.toml"))
+    assert presets
+    unmapped = [p for p in presets if preset_name(p) not in SELECTORS]
+    assert unmapped == [], f"presets no report section selects: {unmapped} (add them to analysis.report.ALIASES)"
